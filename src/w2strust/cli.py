@@ -1,0 +1,159 @@
+"""Command line: ``w2strust run | study | report | models | data``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import W2SError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("property", help="trust property: fairness, ood, adversarial, privacy, ...")
+    p.add_argument("--preset", default="quick", help="smoke (tiny random models), quick (bundled models, CPU), "
+                                                   "paper (Pythia from the Hub, GPU); default quick")
+    p.add_argument("--config", help="YAML file of config keys (applied after the preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set weak_train.lr=1e-4 (repeatable)")
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--strategies", help="comma-separated subset of no_tft,weak_tft,weak_wts_tft")
+    p.add_argument("--data-dir", help="local data folder laid out like shared/data (else $W2STRUST_DATA, else download)")
+    p.add_argument("--device", help="auto | cpu | cuda")
+
+
+def _build(args, prop: str | None = None):
+    from .config import build_config, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    for key in ("seeds", "strategies", "device"):
+        if getattr(args, key, None):
+            overrides[key] = getattr(args, key)
+    if args.data_dir:
+        overrides.setdefault("data", {})["data_dir"] = args.data_dir
+    return build_config(prop or args.property, args.preset, args.config, overrides)
+
+
+def cmd_run(args) -> None:
+    from .pipeline import run_experiment
+
+    cfg = _build(args)
+    out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}")
+    started = time.time()
+    runner = run_experiment(cfg, out, Path(args.cache) if args.cache else None)
+    _print_summary(out)
+    print(f"\n{len(runner.trained)} model(s) trained, the rest loaded from {runner.cache}; "
+          f"wall time {time.time() - started:.0f}s. Report: {out / 'report.md'}")
+
+
+def cmd_study(args) -> None:
+    from .pipeline import run_experiment
+    from .report import write_study_table
+
+    out = Path(args.out or f"runs/study-{args.preset}")
+    props = [p.strip() for p in args.properties.split(",") if p.strip()]
+    cfgs = [_build(args, p) for p in props]  # validate every config before training anything
+    for cfg in cfgs:
+        run_experiment(cfg, out / cfg.property, Path(args.cache) if args.cache else None)
+    write_study_table([out / c.property for c in cfgs], out)
+    print((out / "table1.md").read_text())
+
+
+def cmd_report(args) -> None:
+    from .report import write_report, write_study_table
+
+    dirs = [Path(d) for d in args.run_dirs]
+    for d in dirs:
+        write_report(d)
+        _print_summary(d)
+    if len(dirs) > 1 or args.out:
+        out = Path(args.out or dirs[0].parent)
+        write_study_table(dirs, out)
+        print((out / "table1.md").read_text())
+
+
+def _print_summary(run_dir: Path) -> None:
+    text = (run_dir / "report.md").read_text()
+    table = text.split("## Weak-to-strong trustworthiness (paper Table 1)")[1].split("![Figure 2]")[0]
+    print(f"\n{run_dir}:{table.rstrip()}")
+
+
+def cmd_models(args) -> None:
+    from .models import MODELS, availability, model_path
+
+    if args.materialise:
+        for name in args.materialise:
+            print(f"{name}: {model_path(name)}")
+        return
+    print(f"{'name':<15}{'source':<9}{'arch':<9}{'params':<9}{'status':<40}where / licence")
+    for name, s in MODELS.items():
+        where = s.hub_id or (" ".join(s.packages[:1]) + (" …" if len(s.packages) > 1 else "")) or "config"
+        print(f"{name:<15}{s.source:<9}{s.arch:<9}{s.params:<9}{availability(name):<40}{where}; {s.licence}")
+
+
+def cmd_data(args) -> None:
+    import numpy as np
+
+    cfg = _build(args)
+    prop = __import__("w2strust.properties", fromlist=["get"]).get(cfg.property)
+    for seed in cfg.seeds:
+        splits = prop.load_splits(cfg, seed)
+        print(f"{cfg.property} (seed {seed}, data from {cfg.resolved_data_dir() or 'download cache'}):")
+        sets = {"D_W": splits.weak, "D_WTS": splits.wts, "D_T": splits.test, **splits.extra}
+        for name, ds in sets.items():
+            line = f"  {name:<12} {len(ds):>6} rows"
+            if "label" in ds.column_names:
+                labels = np.asarray(ds["label"])
+                line += "  labels " + " ".join(f"{c}:{(labels == c).mean():.1%}" for c in np.unique(labels))
+            if "group" in ds.column_names:
+                line += f"  group=1: {np.mean(ds['group']):.1%}"
+            print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="w2strust", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="train weak, WTS and ceiling models for one property; write results and report")
+    _config_args(p)
+    p.add_argument("--out", help="output folder (default runs/<property>-<preset>)")
+    p.add_argument("--cache", help="artefact cache folder (default <out>/cache); share it between runs to reuse models")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("study", help="run several properties with one preset and write the combined Table 1")
+    p.add_argument("--properties", default="fairness", help="comma-separated, e.g. fairness,ood,adversarial,privacy")
+    for a in ("--preset", "--config", "--seeds", "--strategies", "--data-dir", "--device", "--out", "--cache"):
+        p.add_argument(a, default="quick" if a == "--preset" else None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(fn=cmd_study)
+    p = sub.add_parser("report", help="rebuild summary.json, report.md and figures from run folders")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="where to write the combined table1.md (several run folders)")
+    p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("models", help="list the model registry and what is available here")
+    p.add_argument("--materialise", nargs="*", metavar="NAME", help="materialise bundled models into the cache now")
+    p.set_defaults(fn=cmd_models)
+    p = sub.add_parser("data", help="load a property's data and print split sizes and balances (no raw text)")
+    _config_args(p)
+    p.set_defaults(fn=cmd_data)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        args.fn(args)
+    except W2SError as e:
+        print(f"w2strust: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nw2strust: interrupted; finished stages are cached, run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

