@@ -1,6 +1,5 @@
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -88,7 +87,8 @@ def test_report_command_rebuilds_from_results(smoke_run, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["run", "fairness", "--preset", "smoke", "--set", "weak_trian.lr=1e-3"], "did you mean 'weak_train'"),
     (["run", "fairness", "--preset", "smoke", "--set", "weak_model=gpt-17"], "unknown model 'gpt-17'"),
-    (["run", "fairness", "--preset", "smoke", "--data-dir", "/nonexistent/data"], "data folder /nonexistent/data does not exist"),
+    (["run", "fairness", "--preset", "smoke", "--data-dir", "/nonexistent/data"],
+     "data folder /nonexistent/data does not exist"),
     (["run", "fairness", "--preset", "smoke", "--set", "lambda_weak=abc"], "expects a float"),
     (["run", "fairness", "--preset", "turbo"], "unknown preset 'turbo'"),
     (["run", "fairnes", "--preset", "smoke"], "unknown property 'fairnes'"),
@@ -103,7 +103,8 @@ def test_bad_input_gives_a_clear_error(argv, message, tmp_path, capsys):
 
 def test_data_folder_missing_a_file(tmp_path, capsys):
     (tmp_path / "adult").mkdir()
-    assert main(["run", "fairness", "--preset", "smoke", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    argv = ["run", "fairness", "--preset", "smoke", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
     assert "adult/adult.data" in capsys.readouterr().err
 
 

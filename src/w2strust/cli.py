@@ -20,7 +20,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set weak_train.lr=1e-4 (repeatable)")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--strategies", help="comma-separated subset of no_tft,weak_tft,weak_wts_tft")
-    p.add_argument("--data-dir", help="local data folder laid out like shared/data (else $W2STRUST_DATA, else download)")
+    p.add_argument("--data-dir",
+                   help="local data folder laid out like shared/data (else $W2STRUST_DATA, else download)")
     p.add_argument("--device", help="auto | cpu | cuda")
 
 

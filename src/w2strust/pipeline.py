@@ -186,7 +186,6 @@ class Runner:
         self.trained.append(stage.dirname)
         tqdm.write(f"  {stage.dirname}: {desc} trained in {meta['seconds']:.0f}s  "
                    + " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "/" not in k))
-        del model
         gc.collect()
 
     def _ensure_cache(self) -> Path:

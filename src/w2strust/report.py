@@ -126,7 +126,7 @@ def figure(summary, prop, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8))
     colours = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
     width = 0.8 / len(ROLES)
-    for ax, (metric, label) in zip(axes, metrics):
+    for ax, (metric, label) in zip(axes, metrics, strict=True):
         for j, role in enumerate(ROLES):
             xs, ms, ss = [], [], []
             for i, strategy in enumerate(strategies):

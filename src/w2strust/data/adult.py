@@ -29,7 +29,7 @@ def _read(path, skip_first: bool) -> Dataset:
         for i, fields in enumerate(reader):
             if (skip_first and i == 0) or not fields or len(fields) < len(COLUMNS):
                 continue
-            row = dict(zip(COLUMNS, (x.strip() for x in fields)))
+            row = dict(zip(COLUMNS, (x.strip() for x in fields[:len(COLUMNS)]), strict=True))
             income = row["income"].rstrip(".")
             if income not in {">50K", "<=50K"} or row["sex"] not in {"Male", "Female"}:
                 raise W2SError(f"{path}: unexpected row {i + 1} (income={row['income']!r}, sex={row['sex']!r}); "

@@ -62,6 +62,12 @@ class Fairness(TrustProperty):
                           weak_train=dict(lr=2e-4, epochs=3, batch_size=32, max_length=72),
                           strong_train=dict(lr=1e-4, epochs=2, batch_size=32, max_length=72),
                           data=dict(n_weak=2000, n_wts=2000, n_test=3000), eval_batch_size=128),
+            # The bundled pair at the paper's data scale (all of Adult) and 3 seeds: a GPU without the Hub.
+            "full": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0, 1, 2],
+                         lambda_weak=3.0, lambda_wts=3.0, lambda_ceiling=3.0,
+                         weak_train=dict(lr=2e-4, epochs=2, batch_size=64, max_length=72),
+                         strong_train=dict(lr=1e-4, epochs=2, batch_size=64, max_length=72),
+                         data=dict(n_weak=16000, n_wts=16000, n_test=0), eval_batch_size=512, n_bootstrap=1000),
             # The paper's setting (Pythia 14M -> 410M, Hub); for a GPU machine with internet.
             "paper": dict(weak_model="pythia-14m", strong_model="pythia-410m", seeds=[0, 1, 2],
                           lambda_weak=3.0, lambda_wts=3.0, lambda_ceiling=3.0, alpha_max=0.25, aux_warmup=0.2,
