@@ -1,5 +1,8 @@
 import json
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -114,3 +117,25 @@ def test_yaml_config_and_overrides_are_applied_and_saved(tmp_path):
     cfg = build_config("fairness", "smoke", str(y), {"lambda_wts": 0.7})
     assert cfg.seeds == [1, 2] and cfg.weak_train.lr == 0.003 and cfg.lambda_wts == 0.7
     assert cfg.strong_model == "tiny-bert-wide"  # from the preset
+
+
+def test_killed_process_resumes_without_retraining(tmp_path):
+    """SIGKILL a real run after its first finished stage; the rerun trains only what was missing."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "w2strust.cli", "run", "fairness", "--preset", "smoke", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not list((out / "cache").glob("*/meta.json")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    finished = {p.parent.name for p in (out / "cache").glob("*/meta.json")}
+    visible = {p.name for p in (out / "cache").iterdir() if not p.name.startswith(".")}
+    assert visible == finished  # no stage folder without its meta.json: nothing half-written is visible
+    assert 1 <= len(finished) < 9
+    runner = Runner(build_config("fairness", "smoke"), out)
+    runner.run()
+    assert not finished & set(runner.trained)
+    assert len(runner.trained) == 9 - len(finished)

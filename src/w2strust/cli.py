@@ -37,10 +37,20 @@ def _build(args, prop: str | None = None):
     return build_config(prop or args.property, args.preset, args.config, overrides)
 
 
+def _check_models(cfg) -> None:
+    """Fail before any training if a model cannot be obtained (and materialise bundled ones now)."""
+    from .models import get_spec, model_path
+
+    for name in dict.fromkeys((cfg.weak_model, cfg.strong_model)):
+        if get_spec(name).source != "tiny":
+            model_path(name)
+
+
 def cmd_run(args) -> None:
     from .pipeline import run_experiment
 
     cfg = _build(args)
+    _check_models(cfg)
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}")
     started = time.time()
     runner = run_experiment(cfg, out, Path(args.cache) if args.cache else None)
@@ -56,6 +66,8 @@ def cmd_study(args) -> None:
     out = Path(args.out or f"runs/study-{args.preset}")
     props = [p.strip() for p in args.properties.split(",") if p.strip()]
     cfgs = [_build(args, p) for p in props]  # validate every config before training anything
+    for cfg in cfgs:
+        _check_models(cfg)
     for cfg in cfgs:
         run_experiment(cfg, out / cfg.property, Path(args.cache) if args.cache else None)
     write_study_table([out / c.property for c in cfgs], out)
