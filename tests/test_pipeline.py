@@ -139,3 +139,20 @@ def test_killed_process_resumes_without_retraining(tmp_path):
     runner.run()
     assert not finished & set(runner.trained)
     assert len(runner.trained) == 9 - len(finished)
+
+
+def test_study_writes_table1_reusing_a_shared_cache(smoke_run, tmp_path, capsys):
+    out = tmp_path / "study"
+    argv = ["study", "--properties", "fairness", "--preset", "smoke", "--out", str(out), "--cache",
+            str(smoke_run / "cache")]
+    assert main(argv) == 0
+    table = (out / "table1.md").read_text()
+    assert "| strategy | fairness |" in table and "Weak+WTS TFT" in table
+    assert (out / "fairness" / "results.jsonl").read_text() == (smoke_run / "results.jsonl").read_text()
+
+
+def test_data_command_prints_sizes_not_text(capsys):
+    assert main(["data", "fairness", "--preset", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "D_W" in out and "160 rows" in out and "D_T" in out
+    assert "workclass" not in out
