@@ -1,0 +1,210 @@
+"""Black-box text attacks that build (clean, adversarial, label) triplets offline, AdvGLUE++-style.
+
+Both attacks follow the greedy recipe shared by TextFooler, TextBugger and DeepWordBug:
+1. rank the words by importance = how much deleting the word lowers the surrogate's probability
+   of the true label (one batched query per sentence);
+2. walk the words in that order and replace each with the candidate that lowers the true-label
+   probability most, keeping a replacement only when it helps;
+3. stop as soon as the prediction flips (success) or the edit budget is spent (failure).
+A sentence the surrogate already gets wrong is skipped (nothing to attack).
+
+Methods (each triplet keeps its ``method`` tag, like AdvGLUE++'s ``method`` field):
+- ``charbug`` (TextBugger / DeepWordBug-like, character level): inside a word, swap two neighbouring
+  letters, delete a letter, or substitute a look-alike (o→0, l→1 …) or a neighbouring key. First
+  and last letters stay for swaps/deletions (TextBugger's readability rule); one edit per word.
+- ``wordsub`` (TextFooler-like, word level): replace a word with one of its nearest neighbours in a
+  pretrained model's input-embedding space (cosine ≥ ``min_similarity``). Embedding neighbours
+  include antonyms ("good" ~ "bad"), which would change the label, so a polarity guard keeps a
+  candidate only if it has the same sentiment polarity (positive / negative / none) as the word,
+  read from SST-2's single-word phrases (a labelled sentiment lexicon that ships with the data).
+
+The edit budget is a number of words: ``max(1, min(max_words, round(max_frac · n_words)))``.
+Candidate sampling is seeded per sentence, so a run is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+Scorer = Callable[[list[str]], np.ndarray]  # texts -> class probabilities (N x C)
+Candidates = Callable[[str, np.random.Generator], list[str]]  # word -> replacement candidates
+
+METHODS = ("charbug", "wordsub")
+
+VISUAL = {"a": "@", "b": "8", "e": "3", "g": "9", "i": "1", "l": "1", "o": "0", "s": "$", "t": "7", "z": "2"}
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+KEYBOARD = {c: "".join(r[j] for j in (i - 1, i + 1) if 0 <= j < len(r))
+            for r in _ROWS for i, c in enumerate(r)}
+
+STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be
+been being it its this that these those he she they we you i me him her them us my your his their our not no
+nor so than too very can will would should could do does did has have had what which who whom whose when where
+why how all any each both few more most other some such only own same just also there here then once again
+'s n't""".split())
+
+
+@dataclass
+class AttackResult:
+    text: str
+    label: int
+    method: str
+    status: str  # "success" | "failed" | "skipped" (the surrogate was already wrong)
+    adv: str | None = None  # the adversarial text (success only)
+    changed: list[int] = field(default_factory=list)  # positions of the edited words
+    queries: int = 0  # surrogate queries spent
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def edit_budget(n_words: int, max_frac: float, max_words: int) -> int:
+    return max(1, min(max_words, int(round(max_frac * n_words))))
+
+
+def char_candidates(word: str, rng: np.random.Generator, k: int = 12) -> list[str]:
+    """Up to ``k`` one-edit character perturbations of ``word`` (letters-only words of 3+ characters)."""
+    if len(word) < 3 or not word.isalpha():
+        return []
+    out: set[str] = set()
+    for i in range(1, len(word) - 2):  # swap inner neighbours (first and last letter stay)
+        if word[i] != word[i + 1]:
+            out.add(word[:i] + word[i + 1] + word[i] + word[i + 2:])
+    for i in range(1, len(word) - 1):  # delete an inner letter
+        out.add(word[:i] + word[i + 1:])
+    for i, c in enumerate(word):  # look-alike or neighbouring-key substitution
+        for sub in VISUAL.get(c.lower(), "") + KEYBOARD.get(c.lower(), ""):
+            out.add(word[:i] + sub + word[i + 1:])
+    out.discard(word)
+    cands = sorted(out)
+    if len(cands) > k:
+        cands = [cands[j] for j in sorted(rng.choice(len(cands), k, replace=False))]
+    return cands
+
+
+NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "anti")
+
+
+def _negation_pair(a: str, b: str) -> bool:
+    """predictable / unpredictable: close in embedding space, opposite in meaning."""
+    return any(b == p + a or a == p + b for p in NEGATING_PREFIXES)
+
+
+class EmbeddingNeighbours:
+    """Word -> nearest whole-word neighbours in an input-embedding space, with a sentiment-polarity guard."""
+
+    def __init__(self, vocab: list[str], embeddings: np.ndarray, k: int = 12, min_similarity: float = 0.5,
+                 polarity: dict[str, int] | None = None):
+        self.k, self.min_similarity = k, min_similarity
+        self.polarity = polarity or {}
+        self.index = {w: i for i, w in enumerate(vocab)}
+        # Candidates: whole alphabetic words (no WordPiece continuations, no stop words).
+        self.words = [w for w in vocab if w.isalpha() and len(w) > 1 and w not in STOPWORDS]
+        keep = np.asarray([self.index[w] for w in self.words])
+        unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        self.unit, self.cand_unit = unit, unit[keep]
+        self._cache: dict[str, list[str]] = {}
+
+    def __call__(self, word: str, rng: np.random.Generator | None = None) -> list[str]:
+        key = word.lower()
+        if key not in self._cache:
+            self._cache[key] = self._neighbours(key)
+        return self._cache[key]
+
+    def _neighbours(self, word: str) -> list[str]:
+        if word not in self.index or word in STOPWORDS or not word.isalpha():
+            return []
+        sims = self.cand_unit @ self.unit[self.index[word]]
+        out = []
+        for j in np.argsort(-sims, kind="stable"):
+            if sims[j] < self.min_similarity or len(out) >= self.k:
+                break
+            cand = self.words[j]
+            same_polarity = self.polarity.get(cand) == self.polarity.get(word)
+            if cand != word and same_polarity and not _negation_pair(word, cand):
+                out.append(cand)
+        return out
+
+    @classmethod
+    def from_model(cls, name: str, polarity: dict[str, int] | None = None, **kw) -> EmbeddingNeighbours:
+        """Neighbours in the input-embedding table of a registered model (e.g. the bundled minilm-l6)."""
+        from . import models
+
+        model, tok = models.build_classifier(name, 2)
+        vocab = [w for w, _ in sorted(tok.get_vocab().items(), key=lambda x: x[1])]
+        emb = model.get_input_embeddings().weight.detach().float().numpy()
+        return cls(vocab[:emb.shape[0]], emb[:len(vocab)], polarity=polarity, **kw)
+
+
+def attack(text: str, label: int, score: Scorer, candidates: Candidates, method: str,
+           rng: np.random.Generator, max_frac: float = 0.25, max_words: int = 4) -> AttackResult:
+    """Greedy importance-ordered word replacement until ``score``'s prediction leaves ``label``."""
+    words = text.split()
+    res = AttackResult(text=text, label=label, method=method, status="failed")
+    p0 = score([text])[0]
+    res.queries = 1
+    if p0.argmax() != label or len(words) < 2:
+        res.status = "skipped"
+        return res
+    dropped = score([" ".join(words[:i] + words[i + 1:]) for i in range(len(words))])
+    res.queries += len(words)
+    order = np.argsort(-(p0[label] - dropped[:, label]), kind="stable")
+    budget = edit_budget(len(words), max_frac, max_words)
+    current, p_true = list(words), p0[label]
+    for i in order:
+        if len(res.changed) >= budget:
+            break
+        if words[i] in string.punctuation:
+            continue
+        cands = candidates(words[i], rng)
+        if not cands:
+            continue
+        probs = score([" ".join(current[:i] + [c] + current[i + 1:]) for c in cands])
+        res.queries += len(cands)
+        j = int(probs[:, label].argmin())
+        if probs[j, label] >= p_true:
+            continue
+        current[i], p_true = cands[j], probs[j, label]
+        res.changed.append(int(i))
+        if probs[j].argmax() != label:
+            res.status, res.adv = "success", " ".join(current)
+            break
+    return res
+
+
+def model_scorer(model, tokenizer, max_length: int = 64, batch_size: int = 64) -> Scorer:
+    """A ``Scorer`` from a fine-tuned classifier (eval mode, no gradients, on the model's device)."""
+    import torch
+
+    device = next(model.parameters()).device
+    model.eval()
+
+    @torch.no_grad()
+    def score(texts: list[str]) -> np.ndarray:
+        out = []
+        for s in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt").to(device)
+            out.append(model(**enc).logits.float().softmax(-1).cpu().numpy())
+        return np.concatenate(out)
+
+    return score
+
+
+def run_attacks(texts: list[str], labels: list[int], score: Scorer, methods: dict[str, Candidates], seed: int,
+                max_frac: float = 0.25, max_words: int = 4, progress: bool = True) -> list[AttackResult]:
+    """Attack sentence i with method ``names[i % len(names)]`` after a seeded shuffle: each clean sentence
+    yields at most one triplet, so a split by triplet is also a split by source sentence."""
+    from tqdm.auto import tqdm
+
+    names = list(methods)
+    assign = np.random.default_rng(seed).permutation(len(texts)) % len(names)
+    out = []
+    for i in tqdm(range(len(texts)), desc="attacking", unit="sent", disable=not progress, dynamic_ncols=True):
+        name = names[assign[i]]
+        rng = np.random.default_rng([seed, i])
+        out.append(attack(texts[i], int(labels[i]), score, methods[name], name, rng, max_frac, max_words))
+    return out

@@ -1,0 +1,197 @@
+"""Adversarial robustness on (clean, adversarial, label) triplets (paper eq. 4 and 9).
+
+Regulariser: (1 − λ)·ℓ(x) + λ·ℓ(x′): the task loss on the clean text and on its adversarial twin,
+mixed with weight λ. In WTS training ℓ is the WTS loss (auxiliary confidence loss included), and
+the adversarial twin gets the weak label of its clean sentence (eq. 9).
+
+Data: ``extra.source`` = ``generate`` (default, offline): SST-2 triplets built by ``w2strust.attacks``
+against a surrogate (see ``data/advglue.py``); ``advglue++``: AdvGLUE++ from the Hub, the tasks in
+``extra.tasks``. Triplets are split 40/40/20 (per task) into D_W / D_WTS / D_T as in the paper.
+Metrics: ``task_accuracy`` (clean D_T), ``adv_accuracy`` (adversarial D_T, also per attack method),
+``advglue_accuracy`` (the original AdvGLUE dev set: an external, human-validated test). With several
+tasks, accuracies are macro-averaged over tasks (paper: "averaging over these six tasks").
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..data import Splits, subsample
+from ..data.advglue import TASK_LABELS, generated_sst2, load_advglue_dev, load_advglue_plus_plus
+from ..errors import W2SError
+from . import register
+from .base import TrustProperty
+
+SPLIT = (0.4, 0.4, 0.2)  # D_W, D_WTS, D_T fractions of the triplets (paper Appendix C.2)
+DEFAULTS: dict[str, Any] = {
+    "source": "generate",  # generate | advglue++
+    "tasks": ["sst2"],  # AdvGLUE++ tasks (advglue++ source); the generator makes sst2 only
+    # The generator (offline): surrogate fine-tuned on n_surrogate SST-2 sentences, n_attack others attacked.
+    "surrogate": "minilm-l3",
+    "surrogate_train": {"lr": 1e-4, "epochs": 3, "batch_size": 32, "max_length": 64},
+    "n_surrogate": 2000,
+    "n_attack": 3000,
+    "methods": ["charbug", "wordsub"],
+    "max_frac": 0.25,  # edit budget: at most this fraction of the words ...
+    "max_words": 4,  # ... and at most this many words
+    "char_candidates": 12,
+    "neighbour_model": "minilm-l6",  # whose input embeddings give wordsub's candidates
+    "neighbours": 12,
+    "min_similarity": 0.4,
+    "attack_seed": 0,
+}
+
+
+def settings(cfg) -> dict[str, Any]:
+    return {**DEFAULTS, **cfg.extra}
+
+
+def mix_loss(clean, adv, lam: float):
+    """(1 − λ)·clean + λ·adv (eq. 4)."""
+    return (1 - lam) * clean + lam * adv
+
+
+def _macro(correct: np.ndarray, tasks: np.ndarray) -> float:
+    return float(np.mean([correct[tasks == t].mean() for t in np.unique(tasks)]))
+
+
+class AdversarialRobustness(TrustProperty):
+    name = "adversarial"
+    trust_metric = "adv_accuracy"
+    higher_is_better = True
+    description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
+                   "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
+    _announced: set[str] = set()
+
+    def presets(self) -> dict[str, dict[str, Any]]:
+        tiny_train = dict(lr=1e-3, epochs=3, batch_size=32, max_length=48)
+        return {
+            "smoke": dict(weak_model="tiny-bert", strong_model="tiny-bert-wide", seeds=[0],
+                          lambda_weak=0.3, lambda_wts=0.3, lambda_ceiling=0.3, alpha_max=0.1,
+                          weak_train=tiny_train, strong_train=tiny_train,
+                          data=dict(n_weak=100_000, n_wts=100_000, n_test=0), n_bootstrap=50,
+                          # A random tiny model does not learn SST-2, so nothing flips it for a reason: the
+                          # surrogate is the smallest bundled model, briefly fine-tuned (seconds).
+                          extra=dict(surrogate="minilm-l3", n_surrogate=256, n_attack=80,
+                                     surrogate_train=dict(lr=2e-4, epochs=1, batch_size=32, max_length=48))),
+            # One seed of the bundled pair on 2 CPU cores (docs/adversarial.md gives the measured time).
+            "quick": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0],
+                          lambda_weak=0.3, lambda_wts=0.3, lambda_ceiling=0.3, alpha_max=0.1, aux_warmup=0.2,
+                          weak_train=dict(lr=1e-4, epochs=4, batch_size=32, max_length=64),
+                          strong_train=dict(lr=5e-5, epochs=4, batch_size=32, max_length=64),
+                          data=dict(n_weak=100_000, n_wts=100_000, n_test=0), eval_batch_size=128),
+            # The paper: AdvGLUE++ (six tasks, Hub), Pythia 14M -> 410M, λ = 0.3, α = 0.1, 6 epochs.
+            "paper": dict(weak_model="pythia-14m", strong_model="pythia-410m", seeds=[0, 1, 2],
+                          lambda_weak=0.3, lambda_wts=0.3, lambda_ceiling=0.3, alpha_max=0.1, aux_warmup=0.2,
+                          weak_train=dict(lr=5e-5, epochs=6, batch_size=32, max_length=128),
+                          strong_train=dict(lr=1e-5, epochs=6, batch_size=32, max_length=128),
+                          data=dict(n_weak=100_000, n_wts=100_000, n_test=0), eval_batch_size=256,
+                          extra=dict(source="advglue++", tasks=list(TASK_LABELS))),
+        }
+
+    def validate(self, cfg) -> None:
+        s = settings(cfg)
+        unknown = set(cfg.extra) - set(DEFAULTS)
+        if unknown:
+            raise W2SError(f"unknown adversarial option(s) extra.{', extra.'.join(sorted(unknown))}; "
+                           f"valid: {', '.join(DEFAULTS)}")
+        if s["source"] not in {"generate", "advglue++"}:
+            raise W2SError(f"extra.source must be 'generate' or 'advglue++', got {s['source']!r}")
+        if s["source"] == "generate" and list(s["tasks"]) != ["sst2"]:
+            raise W2SError("the offline generator makes SST-2 triplets only: use extra.tasks=[sst2] or "
+                           "extra.source=advglue++ (online)")
+        bad = [t for t in s["tasks"] if t not in TASK_LABELS]
+        if bad or not s["tasks"]:
+            raise W2SError(f"unknown AdvGLUE task(s) {bad or '(none)'}; choose from {', '.join(TASK_LABELS)}")
+        if not 0 < s["max_frac"] <= 1 or s["max_words"] < 1:
+            raise W2SError("extra.max_frac must be in (0, 1] and extra.max_words >= 1")
+        for name in ("lambda_weak", "lambda_wts", "lambda_ceiling"):
+            if getattr(cfg, name) > 1:
+                raise W2SError(f"{name} is the adversarial loss weight in [0, 1], got {getattr(cfg, name)}")
+        self._set_labels(s)
+
+    def _set_labels(self, s: dict[str, Any]) -> None:
+        # MNLI has three classes; one classifier serves all selected tasks (the pipeline reads num_labels).
+        self.num_labels = max(TASK_LABELS[t] for t in s["tasks"]) if s["source"] == "advglue++" else 2
+
+    # ---- data
+    def load_splits(self, cfg, seed: int) -> Splits:
+        s = settings(cfg)
+        self._set_labels(s)
+        data_dir = cfg.resolved_data_dir()
+        if s["source"] == "advglue++":
+            triplets = load_advglue_plus_plus(list(s["tasks"]))
+        else:
+            triplets, stats = generated_sst2(data_dir, s, cfg.device)
+            self._announce(stats)
+        parts: list[list] = [[], [], []]
+        tasks = np.asarray(triplets["task"])
+        rng = np.random.default_rng(seed)
+        for t in dict.fromkeys(tasks):  # 40/40/20 within each task
+            idx = rng.permutation(np.flatnonzero(tasks == t))
+            a, b = int(len(idx) * SPLIT[0]), int(len(idx) * (SPLIT[0] + SPLIT[1]))
+            for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:]), strict=True):
+                part.extend(chunk.tolist())
+        weak, wts, test = (triplets.select(sorted(p)) for p in parts)
+        if min(len(weak), len(wts), len(test)) < 2:
+            raise W2SError(f"too few adversarial triplets ({len(triplets)}) to split 40/40/20")
+        return Splits(weak=subsample(weak, cfg.data.n_weak, seed), wts=subsample(wts, cfg.data.n_wts, seed),
+                      test=subsample(test, cfg.data.n_test, seed),
+                      extra={"advglue": load_advglue_dev(data_dir, list(s["tasks"]))})
+
+    def _announce(self, stats: dict[str, Any]) -> None:
+        line = (f"adversarial set: {stats['triplets']} triplets from {stats['attacked']} attacked SST-2 "
+                f"sentences (surrogate {stats['surrogate']}); attack success rate "
+                + ", ".join(f"{m} {v['success_rate']:.1%}" for m, v in stats["per_method"].items()))
+        if line not in self._announced:
+            self._announced.add(line)
+            print(line, file=sys.stderr)
+
+    # ---- training
+    def train_loss(self, forward, batch, targets, task_loss, lam):
+        clean = task_loss(forward(batch, "text"), targets)
+        if lam <= 0:
+            return clean
+        return mix_loss(clean, task_loss(forward(batch, "text_adv"), targets), lam)
+
+    # ---- evaluation
+    def predict(self, predict, splits):
+        return {"prob": predict(splits.test, "text"), "prob_adv": predict(splits.test, "text_adv"),
+                "advglue_prob": predict(splits.extra["advglue"], "text")}
+
+    def test_columns(self, splits):
+        t, a = splits.test, splits.extra["advglue"]
+        # "label" first: the bootstrap draws as many rows as the first column has (D_T).
+        return {"label": np.asarray(t["label"]), "method": np.asarray(t["method"]),
+                "task": np.asarray(t["task"]),
+                "advglue_label": np.asarray(a["label"]), "advglue_task": np.asarray(a["task"])}
+
+    def metrics(self, preds, cols):
+        y, tasks = cols["label"], cols["task"]
+        clean = preds["prob"].argmax(-1) == y
+        adv = preds["prob_adv"].argmax(-1) == y
+        out = {"task_accuracy": _macro(clean, tasks), "adv_accuracy": _macro(adv, tasks),
+               "advglue_accuracy": _macro(preds["advglue_prob"].argmax(-1) == cols["advglue_label"],
+                                          cols["advglue_task"])}
+        for m in np.unique(cols["method"]):
+            out[f"adv_accuracy/{m}"] = float(adv[cols["method"] == m].mean())
+        if len(np.unique(tasks)) > 1:
+            for t in np.unique(tasks):
+                out[f"task_accuracy/{t}"] = float(clean[tasks == t].mean())
+                out[f"adv_accuracy/{t}"] = float(adv[tasks == t].mean())
+        return out
+
+    def trust_value(self, preds, cols):
+        return _macro(preds["prob_adv"].argmax(-1) == cols["label"], cols["task"])
+
+    def resample(self, preds, cols, idx):
+        # D_T rows are resampled; the AdvGLUE dev arrays are not in the trust metric and stay as they are.
+        test_cols = ("label", "method", "task")
+        return ({k: (v[idx] if k in ("prob", "prob_adv") else v) for k, v in preds.items()},
+                {k: (v[idx] if k in test_cols else v) for k, v in cols.items()})
+
+
+register(AdversarialRobustness())
