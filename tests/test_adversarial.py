@@ -69,7 +69,8 @@ def test_attacks_are_deterministic_for_a_seed():
 
     def run(seed: int) -> list[dict]:
         methods = {"charbug": char_candidates, "wordsub": lambda w, rng: table.get(w, [])}
-        return [r.to_dict() for r in run_attacks(texts, labels, toy_score, methods, seed, max_frac=0.5, progress=False)]
+        results = run_attacks(texts, labels, toy_score, methods, seed, max_frac=0.5, progress=False)
+        return [r.to_dict() for r in results]
 
     first = run(7)
     assert first == run(7)
