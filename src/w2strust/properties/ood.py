@@ -82,7 +82,7 @@ class OODRobustness(TrustProperty):
                           lambda_weak=0.02, lambda_wts=0.02, lambda_ceiling=0.02,
                           alpha_max=0.25, aux_warmup=0.2,
                           weak_train=dict(lr=1e-4, epochs=2, batch_size=32, max_length=64),
-                          strong_train=dict(lr=5e-5, epochs=2, batch_size=32, max_length=64),
+                          strong_train=dict(lr=5e-5, epochs=1, batch_size=32, max_length=64),
                           data=dict(n_weak=2000, n_wts=2000, n_val=0, n_test=400), eval_batch_size=128),
             # The paper's setting (Pythia 14M -> 410M from the Hub, σ = 2e-3, 1 epoch, all ID data).
             "paper": dict(weak_model="pythia-14m", strong_model="pythia-410m", seeds=[0, 1, 2],
