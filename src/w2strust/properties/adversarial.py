@@ -31,15 +31,15 @@ DEFAULTS: dict[str, Any] = {
     "tasks": ["sst2"],  # AdvGLUE++ tasks (advglue++ source); the generator makes sst2 only
     # The generator (offline): surrogate fine-tuned on n_surrogate SST-2 sentences, n_attack others attacked.
     "surrogate": "minilm-l3",
-    "surrogate_train": {"lr": 1e-4, "epochs": 3, "batch_size": 32, "max_length": 64},
-    "n_surrogate": 2000,
-    "n_attack": 3000,
+    "surrogate_train": {"lr": 1e-4, "epochs": 2, "batch_size": 32, "max_length": 64},
+    "n_surrogate": 1500,
+    "n_attack": 2000,
     "methods": ["charbug", "wordsub"],
     "max_frac": 0.25,  # edit budget: at most this fraction of the words ...
     "max_words": 4,  # ... and at most this many words
-    "char_candidates": 12,
+    "char_candidates": 8,
     "neighbour_model": "minilm-l6",  # whose input embeddings give wordsub's candidates
-    "neighbours": 12,
+    "neighbours": 8,
     "min_similarity": 0.4,
     "attack_seed": 0,
 }
