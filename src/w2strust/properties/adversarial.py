@@ -62,6 +62,7 @@ class AdversarialRobustness(TrustProperty):
     name = "adversarial"
     trust_metric = "adv_accuracy"
     higher_is_better = True
+    lambda_meaning = "weight of the adversarial term: (1 − λ)·loss(clean) + λ·loss(adversarial)"
     description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
                    "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
     _announced: set[str] = set()

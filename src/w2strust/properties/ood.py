@@ -67,6 +67,7 @@ class OODRobustness(TrustProperty):
     name = "ood"
     trust_metric = "ood_accuracy"
     higher_is_better = True
+    lambda_meaning = "standard deviation of the Gaussian noise on the input embeddings"
     description = ("SST-2 (ID) vs DecodingTrust style-transfer SST-2 (OOD, 10 styles); embedding-noise "
                    "regulariser; ID and OOD accuracy")
 
