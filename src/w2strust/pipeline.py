@@ -68,6 +68,7 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
     stages: dict[str, Stage] = {}
     records: list[dict[str, Any]] = []
     data = _data_spec(cfg)
+    roles = properties.get(cfg.property).roles
 
     def add(stage: Stage) -> Stage:
         return stages.setdefault(stage.key, stage)
@@ -81,11 +82,13 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
                                             "lambda": lam_w}))
             by_role = {"weak": weak, "strong_ceiling": ceiling}
             for role, alpha in (("wts_naive", 0.0), ("wts_aux", cfg.alpha_max)):
+                if role not in roles:
+                    continue
                 aux = {"alpha_max": alpha, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha > 0 else {}
                 by_role[role] = add(Stage("wts", seed, {**data, "model": cfg.strong_model,
                                                         "train": asdict(cfg.strong_train), "lambda": lam_wts,
                                                         "aux": aux}, depends=weak.key))
-            for role in ("weak", "wts_naive", "wts_aux", "strong_ceiling"):
+            for role in roles:
                 records.append({
                     "property": cfg.property, "strategy": strategy, "role": role, "seed": seed,
                     "weak_model": cfg.weak_model, "strong_model": cfg.strong_model,
@@ -132,6 +135,8 @@ class Runner:
 
     # ------------------------------------------------------------------ one stage
     def _execute(self, stage: Stage) -> None:
+        if self.prop.task == "generation":
+            return self._execute_lm(stage)
         cfg, prop = self.cfg, self.prop
         splits = self.splits(stage.seed)
         started = time.time()
@@ -165,8 +170,8 @@ class Runner:
         metrics = prop.metrics(preds, prop.test_columns(splits))
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
                                 "model": name, "train": log, "metrics": metrics}
-        tmp = Path(tempfile.mkdtemp(prefix=f".{stage.dirname}-", dir=self._ensure_cache()))
-        try:
+
+        def write(tmp: Path) -> None:
             np.savez_compressed(tmp / "preds.npz", **preds)
             if is_weak:  # stage 2: the weak model's soft labels on D_WTS
                 weak_labels = predict(splits.wts)
@@ -175,18 +180,62 @@ class Runner:
             if cfg.save_models:
                 model.save_pretrained(tmp / "model", safe_serialization=True)
                 tok.save_pretrained(tmp / "model")
+
+        self._commit(stage, meta, write, started, desc)
+        gc.collect()  # the model goes out of scope here: release its memory before the next stage
+
+    def _execute_lm(self, stage: Stage) -> None:
+        """A causal-LM stage (task = "generation"): fine-tune (DP when λ = ε > 0), evaluate leakage on the
+        model's own training e-mails, and for the weak stage generate the WTS training text."""
+        from .train_lm import train_causal_lm
+
+        cfg, prop = self.cfg, self.prop
+        splits = self.splits(stage.seed)
+        started = time.time()
+        is_weak = stage.kind == "weak"
+        name = cfg.weak_model if is_weak else cfg.strong_model
+        tcfg = cfg.weak_train if is_weak else cfg.strong_train
+        weak_outputs = None
+        if stage.kind == "wts":
+            weak_outputs = json.loads((self.cache / f"weak-{stage.depends}" / "weak_outputs.json").read_text())
+        texts = prop.lm_train_texts(stage.kind, splits, weak_outputs)
+        model, tok = models.build_causal_lm(name)
+        desc = f"seed {stage.seed} {stage.kind} {name}"
+        model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
+                                     self.device, desc=desc)
+        preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, self.device, tcfg.max_length)
+        metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
+        meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
+                                "model": name, "train": log, "metrics": metrics}
+
+        def write(tmp: Path) -> None:
+            np.savez_compressed(tmp / "preds.npz", **preds)
+            if is_weak:  # stage 2: the weak model's generations are the WTS training data (the user's own cache)
+                atomic_write_json(tmp / "weak_outputs.json", prop.lm_weak_outputs(model, tok, splits, cfg, self.device,
+                                                                                  stage.seed))
+            if cfg.save_models:
+                model.save_pretrained(tmp / "model", safe_serialization=True)
+                tok.save_pretrained(tmp / "model")
+
+        self._commit(stage, meta, write, started, desc)
+        gc.collect()  # the model goes out of scope here: release its memory before the next stage
+
+    def _commit(self, stage: Stage, meta: dict[str, Any], write, started: float, desc: str) -> None:
+        """Write a stage's files into a hidden temp folder, then rename it into place (whole or not at all)."""
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stage.dirname}-", dir=self._ensure_cache()))
+        try:
+            write(tmp)
             meta["seconds"] = round(time.time() - started, 1)
             atomic_write_json(tmp / "meta.json", meta)
             final = self.cache / stage.dirname
             if final.exists():
                 shutil.rmtree(final)
-            os.replace(tmp, final)  # the stage appears whole or not at all
+            os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.trained.append(stage.dirname)
         tqdm.write(f"  {stage.dirname}: {desc} trained in {meta['seconds']:.0f}s  "
-                   + " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if "/" not in k))
-        gc.collect()
+                   + " ".join(f"{k}={v:.3f}" for k, v in meta["metrics"].items() if "/" not in k))
 
     def _ensure_cache(self) -> Path:
         self.cache.mkdir(parents=True, exist_ok=True)

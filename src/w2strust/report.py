@@ -1,10 +1,11 @@
 """Summary statistics, the weak-to-strong-trustworthiness test (paper Table 1) and Figure 2.
 
 WTS trustworthiness holds for a strategy when both WTS models are more trustworthy than the weak
-model and the strong ceiling is more trustworthy than both WTS models (paper §4). ``holds`` compares
-means over seeds; ``significant`` adds a one-sided paired bootstrap over the test rows (the same
-resampled rows for every model, metric averaged over seeds): each of the four comparisons must
-go the right way in at least 95% of the resamples.
+model and the strong ceiling is more trustworthy than both WTS models (paper §4); a property without
+WTS-Aux-Loss (privacy) has two comparisons instead of four. ``holds`` compares means over seeds;
+``significant`` adds a one-sided paired bootstrap over the test rows (the same resampled rows for
+every model, metric averaged over seeds): each comparison must go the right way in at least 95% of
+the resamples.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from .config import ROLES, STRATEGIES
 from .errors import W2SError
 from .io import atomic_write_json, atomic_write_text
 
-COMPARISONS = (("weak", "wts_naive"), ("weak", "wts_aux"), ("wts_naive", "strong_ceiling"),
-               ("wts_aux", "strong_ceiling"))  # (less, more) trustworthy
+WTS_ROLES = ("wts_naive", "wts_aux")
+
+
+def comparisons(roles: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(less, more) trustworthy pairs: weak -> each WTS model -> strong ceiling."""
+    wts = [r for r in WTS_ROLES if r in roles]
+    return [("weak", r) for r in wts] + [(r, "strong_ceiling") for r in wts]
+
+
+COMPARISONS = tuple(comparisons(ROLES))  # the four of the classification properties
 ROLE_LABELS = {"weak": "Weak", "wts_naive": "WTS-Naive", "wts_aux": "WTS-Aux-Loss", "strong_ceiling": "Strong ceiling"}
 STRATEGY_LABELS = {"no_tft": "No TFT", "weak_tft": "Weak TFT", "weak_wts_tft": "Weak+WTS TFT"}
 
@@ -57,6 +66,7 @@ def _better(a: float, b: float, higher_is_better: bool) -> bool:
 def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_columns, seed: int = 0) -> dict[str, Any]:
     """``test_columns(seed)`` gives the ground truth that each seed's stored predictions are aligned with."""
     metric = prop.trust_metric
+    roles, pairs = prop.roles, comparisons(prop.roles)
     out: dict[str, Any] = {}
     strategies = [s for s in STRATEGIES if s in summary]
     preds_cache: dict[str, dict[str, np.ndarray]] = {}
@@ -69,11 +79,11 @@ def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_column
 
     cols_by_seed: dict[int, dict[str, np.ndarray]] = {}
     for strategy in strategies:
-        means = {role: summary[strategy][role][metric]["mean"] for role in ROLES if role in summary[strategy]}
-        if len(means) < len(ROLES):
+        means = {role: summary[strategy][role][metric]["mean"] for role in roles if role in summary[strategy]}
+        if len(means) < len(roles):
             continue
         checks = [{"less": a, "more": b, "holds": _better(means[a], means[b], prop.higher_is_better)}
-                  for a, b in COMPARISONS]
+                  for a, b in pairs]
         result = {"metric": metric, "higher_is_better": prop.higher_is_better, "means": means, "comparisons": checks,
                   "holds": all(c["holds"] for c in checks)}
         arts = {(r["role"], r["seed"]): r["artefact"] for r in records if r["strategy"] == strategy}
@@ -83,24 +93,24 @@ def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_column
                 if s not in cols_by_seed:
                     cols_by_seed[s] = test_columns(s)
             rng = np.random.default_rng(seed)
-            diffs = {i: [] for i in range(len(COMPARISONS))}
+            diffs: dict[int, list[bool]] = {i: [] for i in range(len(pairs))}
             for _ in range(n_bootstrap):
                 vals: dict[str, float] = {}
                 idx_by_seed = {s: rng.integers(0, len(next(iter(cols_by_seed[s].values()))),
                                                len(next(iter(cols_by_seed[s].values())))) for s in seeds}
-                for role in ROLES:
+                for role in roles:
                     per_seed = []
                     for s in seeds:
                         p, c = prop.resample(preds(arts[(role, s)]), cols_by_seed[s], idx_by_seed[s])
                         per_seed.append(prop.trust_value(p, c))
                     vals[role] = float(np.mean(per_seed))
-                for i, (a, b) in enumerate(COMPARISONS):
+                for i, (a, b) in enumerate(pairs):
                     diffs[i].append(_better(vals[a], vals[b], prop.higher_is_better))
             for i, c in enumerate(checks):
                 c["p_value"] = float(1.0 - np.mean(diffs[i]))
             result["significant"] = all(c["holds"] and c["p_value"] < 0.05 for c in checks)
-            result["test"] = (f"one-sided paired bootstrap over test rows ({n_bootstrap} resamples, "
-                              f"{metric} averaged over {len(seeds)} seed(s)); p < 0.05 for all four comparisons")
+            result["test"] = (f"one-sided paired bootstrap over test rows ({n_bootstrap} resamples, {metric} "
+                              f"averaged over {len(seeds)} seed(s)); p < 0.05 for all {len(pairs)} comparisons")
         else:
             result["significant"] = None
             result["test"] = "not run (n_bootstrap = 0 or predictions missing)"
@@ -121,24 +131,25 @@ def figure(summary, prop, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     metrics = [(prop.trust_metric, f"{prop.trust_metric} ({'higher' if prop.higher_is_better else 'lower'} is more "
-                                   f"trustworthy)"), ("task_accuracy", "task accuracy")]
+                                   f"trustworthy)"), (prop.task_metric, prop.task_metric.replace("_", " "))]
     strategies = [s for s in STRATEGIES if s in summary]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8))
     colours = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
-    width = 0.8 / len(ROLES)
+    roles = prop.roles
+    width = 0.8 / len(roles)
     for ax, (metric, label) in zip(axes, metrics, strict=True):
-        for j, role in enumerate(ROLES):
+        for j, role in enumerate(roles):
             xs, ms, ss = [], [], []
             for i, strategy in enumerate(strategies):
                 st = summary[strategy].get(role, {}).get(metric)
                 if st:
-                    xs.append(i + (j - 1.5) * width)
+                    xs.append(i + (j - (len(roles) - 1) / 2) * width)
                     ms.append(st["mean"])
                     ss.append(st["std"])
             ax.bar(xs, ms, width, yerr=ss, capsize=3, color=colours[role], label=ROLE_LABELS[role])
         ax.set_xticks(range(len(strategies)), [STRATEGY_LABELS[s] for s in strategies])
         ax.set_ylabel(label)
-        if metric == "task_accuracy":
+        if metric.endswith("accuracy"):  # accuracies differ in the last points: zoom in
             lo = min(st["mean"] - st["std"] for s in strategies for r in summary[s].values()
                      for m, st in r.items() if m == metric)
             ax.set_ylim(max(0.0, lo - 0.05), 1.0)
@@ -180,19 +191,21 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
 
 def render_markdown(cfg, prop, summary, trust, records) -> str:
     strategies = [s for s in STRATEGIES if s in summary]
+    roles = prop.roles
+    aux = f", α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup})" if "wts_aux" in roles else ""
     lines = [f"# w2strust report: {prop.name}", "",
              f"{prop.description}. Weak `{cfg.weak_model}` → strong `{cfg.strong_model}`, preset `{cfg.preset}`, "
-             f"seeds {cfg.seeds}; λ_W = {cfg.lambda_weak}, λ_WTS = {cfg.lambda_wts}, λ_ceiling = {cfg.lambda_ceiling}, "
-             f"α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup}).", "",
+             f"seeds {cfg.seeds}; λ ({prop.lambda_meaning}): λ_W = {cfg.lambda_weak}, λ_WTS = {cfg.lambda_wts}, "
+             f"λ_ceiling = {cfg.lambda_ceiling}{aux}.", "",
              "## Weak-to-strong trustworthiness (paper Table 1)", "",
              f"Trust metric: `{prop.trust_metric}` ({'higher' if prop.higher_is_better else 'lower'} is more "
-             "trustworthy). ✓ = both WTS models beat the weak model and the ceiling beats both WTS models (means "
+             "trustworthy). ✓ = the WTS model(s) beat the weak model and the ceiling beats the WTS model(s) (means "
              "over seeds); the last column adds the bootstrap test.", "",
-             "| strategy | " + " | ".join(ROLE_LABELS[r] for r in ROLES) + " | WTS trust | significant |",
-             "|---|" + "---|" * (len(ROLES) + 2)]
+             "| strategy | " + " | ".join(ROLE_LABELS[r] for r in roles) + " | WTS trust | significant |",
+             "|---|" + "---|" * (len(roles) + 2)]
     for s in strategies:
         t = trust.get(s)
-        row = [fmt(summary[s].get(r, {}).get(prop.trust_metric)) for r in ROLES]
+        row = [fmt(summary[s].get(r, {}).get(prop.trust_metric)) for r in roles]
         holds = "–" if not t else ("✓" if t["holds"] else "×")
         sig = "–" if not t or t["significant"] is None else ("yes" if t["significant"] else "no")
         lines.append(f"| {STRATEGY_LABELS[s]} | " + " | ".join(row) + f" | {holds} | {sig} |")
@@ -205,10 +218,10 @@ def render_markdown(cfg, prop, summary, trust, records) -> str:
     lines += ["", "![Figure 2](figure2.png)", "", "## All metrics (mean ± std over seeds)", ""]
     metric_names = sorted({m for s in summary.values() for r in s.values() for m in r})
     for s in strategies:
-        lines += [f"### {STRATEGY_LABELS[s]}", "", "| metric | " + " | ".join(ROLE_LABELS[r] for r in ROLES) + " |",
-                  "|---|" + "---|" * len(ROLES)]
+        lines += [f"### {STRATEGY_LABELS[s]}", "", "| metric | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
+                  "|---|" + "---|" * len(roles)]
         for m in metric_names:
-            lines.append(f"| {m} | " + " | ".join(fmt(summary[s].get(r, {}).get(m)) for r in ROLES) + " |")
+            lines.append(f"| {m} | " + " | ".join(fmt(summary[s].get(r, {}).get(m)) for r in roles) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from ..config import ROLES
 from ..data import Splits
 
 Forward = Callable[[dict[str, list]], torch.Tensor]  # a batch of rows -> logits
@@ -18,10 +19,13 @@ Predict = Callable[[Dataset, str], np.ndarray]  # (dataset, text column) -> clas
 
 class TrustProperty:
     name: str = ""
-    task: str = "classification"  # the pipeline to run: "classification" (privacy adds its own)
+    task: str = "classification"  # "classification", or "generation" (causal LMs, see properties/privacy.py)
+    roles: tuple[str, ...] = ROLES  # the models compared; generation has no WTS-Aux-Loss (no soft labels)
     num_labels: int = 2
     trust_metric: str = ""  # the metric the WTS-trust test compares across roles
     higher_is_better: bool = True  # for trust_metric
+    task_metric: str = "task_accuracy"  # the performance metric shown beside the trust metric
+    lambda_meaning: str = "regulariser weight"  # what λ_W / λ_WTS / λ_ceiling mean for this property
     description: str = ""
 
     # ---- configuration
