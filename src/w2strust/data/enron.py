@@ -1,0 +1,96 @@
+"""Enron e-mails for the privacy property (real personal data: never print or log the texts).
+
+Offline (a data folder laid out like ``shared/data``): the 517 raw e-mails of ``emails_slice_0.csv``
+(kept as ``From:``/``To:``/``Subject:`` header lines + body, so that real addresses appear in the
+text for the PII metric) plus the 3,432 pre-processed Enron-Spam ham e-mails. Online (no data folder):
+a public Enron sample from the Hugging Face Hub (the paper samples 10,000 e-mails).
+
+E-mails are de-duplicated on their exact text and very short ones dropped, so that every e-mail can
+give a prefix and a suffix and no e-mail is both a member and a non-member.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import json
+from functools import lru_cache
+
+from datasets import Dataset
+
+from ..errors import W2SError
+from .download import locate
+
+RAW = "enron/raw_emails/emails_slice_0.csv"
+HAM = "enron/raw_emails/enron_spam_enron1_ham.csv"
+DT = "enron/decodingtrust_enron_data/"
+HUB_DATASET = "corbt/enron-emails"  # ~500k raw e-mails; columns include from/to/subject/body
+MIN_CHARS = 200  # shorter e-mails cannot give a prefix + k-token suffix
+MAX_CHARS = 4000  # the models see at most a few hundred tokens; cut long threads early (cheaper tokenising)
+
+
+def _raw_to_text(message: str) -> str:
+    m = email.message_from_string(message)
+    body = m.get_payload()
+    if not isinstance(body, str):  # multipart: keep the text parts
+        body = "\n".join(p.get_payload() for p in m.walk() if p.get_content_type() == "text/plain")
+    head = "".join(f"{k}: {' '.join(str(m[k]).split())}\n" for k in ("From", "To", "Subject") if m[k])
+    return head + "\n" + body.strip()
+
+
+def _clean(texts: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for t in texts:
+        t = t.strip()[:MAX_CHARS]
+        if len(t) >= MIN_CHARS and t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+@lru_cache(maxsize=4)
+def _load_offline(data_dir: str) -> tuple[str, ...]:
+    csv.field_size_limit(1 << 24)
+    with open(locate(RAW, data_dir, None), newline="", encoding="utf-8", errors="replace") as f:
+        raw = [_raw_to_text(r["message"]) for r in csv.DictReader(f)]
+    with open(locate(HAM, data_dir, None), newline="", encoding="latin-1") as f:
+        ham = [r["text_ham"] for r in csv.DictReader(f)]
+    return tuple(_clean(raw + ham))
+
+
+def _load_hub(n: int, seed: int) -> list[str]:  # pragma: no cover - needs the Hub
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(HUB_DATASET, split="train")
+    except Exception as e:
+        raise W2SError(f"could not load {HUB_DATASET} from the Hugging Face Hub ({e}). Offline? Pass --data-dir "
+                       f"(or set W2STRUST_DATA) to a folder with {RAW} and {HAM}.") from None
+    ds = ds.shuffle(seed=seed).select(range(min(len(ds), 3 * n)))
+    texts = []
+    for r in ds:
+        head = "".join(f"{k.title()}: {r[k]}\n" for k in ("from", "to", "subject") if r.get(k))
+        texts.append(head + "\n" + str(r.get("body") or r.get("text") or ""))
+    return _clean(texts)[:n]
+
+
+def load_enron(data_dir: str | None, n_total: int, seed: int = 0) -> Dataset:
+    """A pool of unique e-mails (column ``text``): the offline copies, or ``n_total`` sampled from the Hub."""
+    texts = list(_load_offline(str(data_dir))) if data_dir else _load_hub(n_total, seed)
+    if not texts:
+        raise W2SError("the Enron pool is empty")
+    return Dataset.from_dict({"text": texts})
+
+
+def load_decodingtrust_maps(data_dir: str | None, shots: str = "five_shot") -> tuple[dict, dict]:
+    """(email -> name, target email -> k-shot [[demo email, demo name], ...]) from DecodingTrust; ({}, {}) offline
+    without the files (the k-shot PII metric is then skipped)."""
+    if not data_dir:
+        return {}, {}
+    try:
+        names = json.loads(locate(DT + "email2name.json", data_dir, None).read_text())
+        demos = json.loads(locate(DT + f"{shots}.json", data_dir, None).read_text())
+    except W2SError:
+        return {}, {}
+    return names, demos

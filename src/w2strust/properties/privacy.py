@@ -1,0 +1,219 @@
+"""Privacy on Enron e-mails (paper §3 eq. 6, §4, Appendix C): DP-SGD as the regulariser, leakage as the metric.
+
+Unlike the classification properties, the models are causal LMs fine-tuned on e-mail text, and what
+passes from weak to strong is *text*: the weak model continues a prompt (the first ``prompt_tokens``
+tokens of each D_WTS e-mail) and the WTS model is fine-tuned on prompt + continuation. There is no
+auxiliary-confidence loss (paper: free-form generation), so the roles are weak, WTS-Naive and the
+strong ceiling. λ here is the DP target ε (λ_P in eq. 6; 0 = no DP), the same for weak, WTS and ceiling.
+
+Leakage is measured on each model's own training e-mails (Appendix C): the weak model and the strong
+ceiling (which, like the weak model, is fine-tuned on D_W) on D_W, WTS models on the ground-truth
+D_WTS e-mails whose prompts they trained on. Held-out e-mails (D_T) are the non-members for
+membership inference and the perplexity set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import privacy_metrics as pm
+from ..data import Splits
+from ..data.enron import load_decodingtrust_maps, load_enron
+from ..errors import W2SError
+from ..train_lm import LMOptions
+from . import register
+from .base import TrustProperty
+
+# Documented defaults of the privacy-only options (cfg.extra); presets override some of them.
+DEFAULTS: dict[str, Any] = {
+    "delta": 1e-5,  # DP δ (well below 1/|D| for every preset)
+    "max_grad_norm": 1.0,  # DP per-sample clipping norm C
+    "accountant": "rdp",  # Opacus accountant for ε: rdp | prv | gdp
+    "lora_rank": 8,  # 0 = full fine-tuning (embeddings frozen, see freeze_embeddings)
+    "lora_layers": 0,  # LoRA on the top N transformer blocks only (0 = all; fewer = cheaper backward)
+    "freeze_embeddings": True,
+    "prefix_tokens": 32,  # extraction attack: prefix given to the model ...
+    "suffix_tokens": 16,  # ... and k, the length of the true suffix it must reproduce
+    "prompt_tokens": 64,  # WTS data: the first tokens of each D_WTS e-mail (weak tokenizer) ...
+    "gen_tokens": 64,  # ... continued by the weak model for this many tokens
+    "gen_top_p": 0.9,  # nucleus sampling for the weak generations (0 = greedy)
+    "n_eval": 100,  # training e-mails per model for extraction and MIA members
+    "n_pii": 50,  # e-mail-address occurrences per model for the PII completion metric
+    "pii_context": 32,  # tokens of preceding text given for an address completion
+    "kshot": "five_shot",  # DecodingTrust name->address demos ("" = skip the k-shot PII metric)
+}
+EVAL_MIN_CHARS = 400  # e-mails used for extraction are long enough for any tokenizer's prefix + suffix
+
+
+class Privacy(TrustProperty):
+    name = "privacy"
+    task = "generation"
+    roles = ("weak", "wts_naive", "strong_ceiling")
+    trust_metric = "extraction_rate"
+    higher_is_better = False
+    task_metric = "perplexity"
+    lambda_meaning = "target DP ε (0 = no DP)"
+    description = ("Enron e-mails, causal-LM fine-tuning, DP-SGD (Opacus) as the regulariser; extraction rate, "
+                   "PII completion and membership inference on each model's own training e-mails")
+
+    def presets(self) -> dict[str, dict[str, Any]]:
+        return {
+            "smoke": dict(weak_model="tiny-gpt-neox", strong_model="tiny-gpt-neox-wide", seeds=[0],
+                          lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0, n_bootstrap=50,
+                          weak_train=dict(lr=3e-3, epochs=2, batch_size=8, max_length=64),
+                          strong_train=dict(lr=3e-3, epochs=2, batch_size=8, max_length=64),
+                          data=dict(n_weak=16, n_wts=16, n_test=8), eval_batch_size=16,
+                          extra=dict(lora_rank=0, prefix_tokens=8, suffix_tokens=4, prompt_tokens=16, gen_tokens=12,
+                                     n_eval=8, n_pii=4, pii_context=12)),
+            # One seed of the bundled decoders on 2 shared CPU cores in ~20-30 min (docs/privacy.md has the
+            # measured time): few, short e-mails and LoRA on the top 8 blocks, so backward stops early.
+            "quick": dict(weak_model="smollm2-135m", strong_model="gemma3-270m", seeds=[0],
+                          lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0, n_bootstrap=500,
+                          weak_train=dict(lr=3e-3, epochs=4, batch_size=8, max_length=64),
+                          strong_train=dict(lr=3e-3, epochs=4, batch_size=8, max_length=64),
+                          data=dict(n_weak=32, n_wts=32, n_test=32), eval_batch_size=16,
+                          extra=dict(lora_rank=16, lora_layers=8, prefix_tokens=24, suffix_tokens=16,
+                                     prompt_tokens=32, gen_tokens=32, n_eval=32, n_pii=16, pii_context=24)),
+            # The paper's setting (Pythia 14M -> 410M, 10,000 e-mails from the Hub); for a GPU machine.
+            "paper": dict(weak_model="pythia-14m", strong_model="pythia-410m", seeds=[0, 1, 2],
+                          lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0,
+                          weak_train=dict(lr=1e-4, epochs=3, batch_size=32, max_length=256),
+                          strong_train=dict(lr=5e-5, epochs=3, batch_size=32, max_length=256),
+                          data=dict(n_weak=4000, n_wts=4000, n_test=2000), eval_batch_size=64,
+                          extra=dict(lora_rank=0, n_eval=1000, n_pii=500)),
+        }
+
+    def options(self, cfg) -> dict[str, Any]:
+        return {**DEFAULTS, **cfg.extra}
+
+    def validate(self, cfg) -> None:
+        from ..models import get_spec
+
+        unknown = sorted(set(cfg.extra) - set(DEFAULTS))
+        if unknown:
+            raise W2SError(f"unknown privacy option(s) extra.{', extra.'.join(unknown)}; known: {', '.join(DEFAULTS)}")
+        o = self.options(cfg)
+        for m in (cfg.weak_model, cfg.strong_model):
+            if get_spec(m).arch != "decoder":
+                raise W2SError(f"privacy fine-tunes causal LMs; '{m}' is an encoder. Use smollm2-135m, gemma3-270m, "
+                               f"pythia-* or tiny-gpt-neox")
+        if not 0 < o["delta"] < 1:
+            raise W2SError(f"extra.delta must be in (0, 1), got {o['delta']}")
+        if o["max_grad_norm"] <= 0:
+            raise W2SError(f"extra.max_grad_norm (DP clipping norm C) must be > 0, got {o['max_grad_norm']}")
+        if o["accountant"] not in {"rdp", "prv", "gdp"}:
+            raise W2SError(f"extra.accountant must be rdp, prv or gdp, got {o['accountant']}")
+        for key in ("prefix_tokens", "suffix_tokens", "prompt_tokens", "gen_tokens", "n_eval"):
+            if int(o[key]) < 1:
+                raise W2SError(f"extra.{key} must be >= 1, got {o[key]}")
+        if int(o["lora_rank"]) < 0 or int(o["lora_layers"]) < 0 or not 0 <= float(o["gen_top_p"]) <= 1:
+            raise W2SError("extra.lora_rank must be >= 0 and extra.gen_top_p in [0, 1]")
+        for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
+            if o["prefix_tokens"] + o["suffix_tokens"] > t.max_length:
+                raise W2SError(f"prefix_tokens + suffix_tokens must fit in {label}.max_length ({t.max_length}): the "
+                               f"attack targets text the model was trained on")
+        lams = (cfg.lambda_weak, cfg.lambda_wts, cfg.lambda_ceiling)
+        if any(lam > 0 for lam in lams):
+            for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
+                if t.epochs != int(t.epochs):
+                    raise W2SError(f"DP training plans its noise by whole epochs: set {label}.epochs to an integer")
+
+    def lm_options(self, cfg) -> LMOptions:
+        o = self.options(cfg)
+        return LMOptions(lora_rank=int(o["lora_rank"]), lora_layers=int(o["lora_layers"]),
+                         freeze_embeddings=bool(o["freeze_embeddings"]),
+                         delta=float(o["delta"]), max_grad_norm=float(o["max_grad_norm"]), accountant=o["accountant"])
+
+    # ---- data
+    def load_splits(self, cfg, seed: int) -> Splits:
+        d = cfg.data
+        n_test = d.n_test or self.options(cfg)["n_eval"]
+        pool = load_enron(cfg.resolved_data_dir(), d.n_weak + d.n_wts + n_test, seed)
+        if d.n_weak + d.n_wts + n_test > len(pool):
+            raise W2SError(f"asked for n_weak={d.n_weak} + n_wts={d.n_wts} + n_test={n_test} e-mails but the Enron "
+                           f"pool has {len(pool)}; lower data.n_weak / n_wts / n_test")
+        order = np.random.default_rng(seed).permutation(len(pool))  # disjoint by construction
+        weak = pool.select(order[:d.n_weak])
+        wts = pool.select(order[d.n_weak:d.n_weak + d.n_wts])
+        test = pool.select(order[d.n_weak + d.n_wts:d.n_weak + d.n_wts + n_test])
+        # Extraction / MIA members: the same number m of long e-mails from D_W and D_WTS, so every role is
+        # scored on m rows (the bootstrap in the report resamples them).
+        n = int(self.options(cfg)["n_eval"])
+        w = [i for i, t in enumerate(weak["text"]) if len(t) >= EVAL_MIN_CHARS]
+        s = [i for i, t in enumerate(wts["text"]) if len(t) >= EVAL_MIN_CHARS]
+        m = min(n, len(w), len(s))
+        if m < 2:
+            raise W2SError("too few long e-mails in D_W / D_WTS for the extraction attack; raise data.n_weak / n_wts")
+        return Splits(weak=weak, wts=wts, test=test,
+                      extra={"eval_weak": weak.select(w[:m]), "eval_wts": wts.select(s[:m])})
+
+    # ---- the generation pipeline's hooks (called by pipeline.Runner for task = "generation")
+    def lm_train_texts(self, kind: str, splits: Splits, weak_outputs: dict | None) -> list[str]:
+        if kind == "wts":
+            assert weak_outputs is not None
+            return [p + g for p, g in zip(weak_outputs["prompts"], weak_outputs["generations"], strict=True)]
+        return list(splits.weak["text"])  # weak and ceiling: ground-truth D_W (leakage measured on D_W)
+
+    @torch.no_grad()
+    def lm_weak_outputs(self, model, tokenizer, splits: Splits, cfg, device: torch.device, seed: int) -> dict:
+        """Stage 2: the weak model continues the first ``prompt_tokens`` tokens of every D_WTS e-mail."""
+        o = self.options(cfg)
+        start = pm.special_prefix(tokenizer)
+        rows = [tokenizer(t, add_special_tokens=False)["input_ids"][:o["prompt_tokens"]] for t in splits.wts["text"]]
+        prompts = [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+        torch.manual_seed(seed)
+        gens: list[str] = []
+        pad = tokenizer.pad_token_id
+        for i in range(0, len(rows), cfg.eval_batch_size):
+            chunk = [start + r for r in rows[i:i + cfg.eval_batch_size]]
+            width = max(len(r) for r in chunk)
+            ids = torch.tensor([[pad] * (width - len(r)) + r for r in chunk], device=device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=device)
+            sample = float(o["gen_top_p"]) > 0
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=int(o["gen_tokens"]),
+                                 do_sample=sample, top_p=float(o["gen_top_p"]) if sample else None,
+                                 top_k=0 if sample else None, pad_token_id=pad)
+            gens.extend(tokenizer.decode(g[width:], skip_special_tokens=True) for g in out)
+        return {"prompts": prompts, "generations": gens}
+
+    def lm_evaluate(self, model, tokenizer, kind: str, splits: Splits, cfg, device: torch.device,
+                    max_length: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        o = self.options(cfg)
+        bs = cfg.eval_batch_size
+        members = list(splits.extra["eval_wts" if kind == "wts" else "eval_weak"]["text"])
+        nonmembers = list(splits.test["text"])
+        extract = pm.extraction(model, tokenizer, members, int(o["prefix_tokens"]), int(o["suffix_tokens"]), bs, device)
+        if len(extract) != len(members):
+            raise W2SError(f"{len(members) - len(extract)} evaluation e-mails are shorter than prefix_tokens + "
+                           f"suffix_tokens tokens for {type(model).__name__}'s tokenizer; lower them")
+        lp_in = pm.token_logprobs(model, tokenizer, members, max_length, bs, device)
+        lp_out = pm.token_logprobs(model, tokenizer, nonmembers, max_length, bs, device)
+        pii = pm.pii_completion(model, tokenizer, members, int(o["pii_context"]), int(o["n_pii"]), bs, device)
+        metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
+                   "perplexity": pm.perplexity(lp_out), "train_perplexity": pm.perplexity(lp_in),
+                   "pii_extraction": float(pii.mean()) if len(pii) else float("nan"), "n_pii": float(len(pii))}
+        metrics.update(pm.mia_metrics(pm.membership_scores(lp_in, members), pm.membership_scores(lp_out, nonmembers)))
+        if o["kshot"]:
+            names, shots = load_decodingtrust_maps(cfg.resolved_data_dir(), o["kshot"])
+            train = splits.wts["text"] if kind == "wts" else splits.weak["text"]
+            addresses = sorted({m.group(0).lower() for t in train for m in pm.EMAIL_RE.finditer(t)})
+            hits = pm.pii_kshot(model, tokenizer, addresses, names, shots, int(o["n_pii"]), bs, device)
+            metrics["pii_kshot"] = float(hits.mean()) if len(hits) else float("nan")
+            metrics["n_pii_kshot"] = float(len(hits))
+        return {"extract": extract}, metrics
+
+    # ---- the WTS-trust bootstrap (report.py): resample the per-e-mail extraction scores
+    def test_columns(self, splits: Splits) -> dict[str, np.ndarray]:
+        return {"row": np.arange(len(splits.extra["eval_weak"]))}
+
+    def metrics(self, preds, cols):
+        return {"extraction_rate": float(np.mean(preds["extract"]))}
+
+    def trust_value(self, preds, cols):
+        return float(np.mean(preds["extract"]))
+
+
+register(Privacy())
