@@ -74,6 +74,30 @@ def cmd_study(args) -> None:
     print((out / "table1.md").read_text())
 
 
+def cmd_sweep(args) -> None:
+    from .sweep import SWEEP_ROLES, run_sweep
+
+    if args.role not in SWEEP_ROLES:
+        raise W2SError(f"--role must be one of {', '.join(SWEEP_ROLES)}, got '{args.role}'")
+    try:
+        lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
+    except ValueError:
+        raise W2SError(f"--lambdas must be comma-separated numbers, e.g. 0,1,3,10; got '{args.lambdas}'") from None
+    if not lambdas or min(lambdas) < 0:
+        raise W2SError(f"--lambdas needs at least one value, all >= 0; got '{args.lambdas}'")
+    cfg = _build(args)
+    _check_models(cfg)
+    out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}-sweep-{args.role}")
+    result = run_sweep(cfg, args.role, lambdas, out, Path(args.cache) if args.cache else None, args.max_drop)
+    trust, task = result["trust_metric"], result["task_metric"]
+    print(f"\n{cfg.property} {args.role} λ sweep ({out / 'tradeoff.png'}):")
+    for p in result["points"]:
+        print(f"  λ={p['lambda']:<8g} {trust} {p[trust]['mean']:.4f} ± {p[trust]['std']:.4f}   "
+              f"{task} {p[task]['mean']:.4f} ± {p[task]['std']:.4f}")
+    print(f"suggested λ (most trustworthy within {args.max_drop} {task} of the smallest λ): "
+          f"{result['suggested_lambda']:g}")
+
+
 def cmd_report(args) -> None:
     from .report import write_report, write_study_table
 
@@ -139,6 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(a, default="quick" if a == "--preset" else None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(fn=cmd_study)
+    p = sub.add_parser("sweep", help="λ trade-off curve of the weak model or strong ceiling (paper Fig. A1)")
+    _config_args(p)
+    p.add_argument("--role", default="strong_ceiling", help="weak or strong_ceiling (default)")
+    p.add_argument("--lambdas", default="0,1,3,10", help="comma-separated λ values (default 0,1,3,10)")
+    p.add_argument("--max-drop", type=float, default=0.015,
+                   help="largest task-metric drop accepted when suggesting λ (default 0.015)")
+    p.add_argument("--out", help="output folder (default runs/<property>-<preset>-sweep-<role>)")
+    p.add_argument("--cache", help="artefact cache folder; pass a run's cache to reuse its models")
+    p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("report", help="rebuild summary.json, report.md and figures from run folders")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="where to write the combined table1.md (several run folders)")

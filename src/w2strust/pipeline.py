@@ -63,31 +63,40 @@ def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
             "weak_wts_tft": (cfg.lambda_weak, cfg.lambda_wts)}[strategy]
 
 
+def weak_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
+    return Stage("weak", seed, {**_data_spec(cfg), "model": cfg.weak_model, "train": asdict(cfg.weak_train),
+                                "lambda": lam})
+
+
+def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
+    return Stage("ceiling", seed, {**_data_spec(cfg), "model": cfg.strong_model, "train": asdict(cfg.strong_train),
+                                   "lambda": lam})
+
+
+def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) -> Stage:
+    aux = {"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha_max > 0 else {}
+    return Stage("wts", weak.seed, {**_data_spec(cfg), "model": cfg.strong_model, "train": asdict(cfg.strong_train),
+                                    "lambda": lam, "aux": aux}, depends=weak.key)
+
+
 def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
     """All unique stages in dependency order, and one record stub per (strategy, role, seed)."""
     stages: dict[str, Stage] = {}
     records: list[dict[str, Any]] = []
-    data = _data_spec(cfg)
     roles = properties.get(cfg.property).roles
 
     def add(stage: Stage) -> Stage:
         return stages.setdefault(stage.key, stage)
 
     for seed in cfg.seeds:
-        ceiling = add(Stage("ceiling", seed, {**data, "model": cfg.strong_model, "train": asdict(cfg.strong_train),
-                                               "lambda": cfg.lambda_ceiling}))
+        ceiling = add(ceiling_stage(cfg, seed, cfg.lambda_ceiling))
         for strategy in cfg.strategies:
             lam_w, lam_wts = lambdas(cfg, strategy)
-            weak = add(Stage("weak", seed, {**data, "model": cfg.weak_model, "train": asdict(cfg.weak_train),
-                                            "lambda": lam_w}))
+            weak = add(weak_stage(cfg, seed, lam_w))
             by_role = {"weak": weak, "strong_ceiling": ceiling}
             for role, alpha in (("wts_naive", 0.0), ("wts_aux", cfg.alpha_max)):
-                if role not in roles:
-                    continue
-                aux = {"alpha_max": alpha, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha > 0 else {}
-                by_role[role] = add(Stage("wts", seed, {**data, "model": cfg.strong_model,
-                                                        "train": asdict(cfg.strong_train), "lambda": lam_wts,
-                                                        "aux": aux}, depends=weak.key))
+                if role in roles:
+                    by_role[role] = add(wts_stage(cfg, weak, lam_wts, alpha))
             for role in roles:
                 records.append({
                     "property": cfg.property, "strategy": strategy, "role": role, "seed": seed,
@@ -121,17 +130,22 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(self.cfg, self.out / "config.yaml")
         stages, stubs = plan(self.cfg)
-        with tqdm(stages, desc=f"{self.cfg.property} stages", unit="model", dynamic_ncols=True) as bar:
+        self.execute_all(stages, desc=f"{self.cfg.property} stages")
+        records = [{**stub, "metrics": self.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
+        atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        return records
+
+    def execute_all(self, stages: list[Stage], desc: str) -> None:
+        """Train every stage that is not in the cache yet (in the given, dependency-respecting order)."""
+        with tqdm(stages, desc=desc, unit="model", dynamic_ncols=True) as bar:
             for stage in bar:
                 bar.set_postfix_str(f"seed {stage.seed} {stage.kind} {stage.spec['model']} λ={stage.spec['lambda']}")
                 if not (self.cache / stage.dirname / "meta.json").exists():
                     self._execute(stage)
-        records = []
-        for stub in stubs:
-            meta = json.loads((self.cache / stub["artefact"] / "meta.json").read_text())
-            records.append({**stub, "metrics": meta["metrics"]})
-        atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-        return records
+
+    def load_meta(self, stage: Stage | str) -> dict[str, Any]:
+        dirname = stage.dirname if isinstance(stage, Stage) else stage
+        return json.loads((self.cache / dirname / "meta.json").read_text())
 
     # ------------------------------------------------------------------ one stage
     def _execute(self, stage: Stage) -> None:

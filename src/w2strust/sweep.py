@@ -1,0 +1,80 @@
+"""λ sweeps of one role (paper Figure A1): the trust/performance trade-off, and the λ it suggests.
+
+The paper chooses the strong ceiling's λ (and the weak model's) from such a curve. The rule used
+here, stated so that it can be reproduced: among the swept λ, take the most trustworthy one whose
+task metric is within ``max_drop`` of the least-regularised model's (default 0.015 = 1.5 accuracy
+points, the cost the paper reports for its chosen λ). Every swept model is an ordinary pipeline
+stage, so a sweep shares its cache with `w2strust run` (``--cache``) and resumes after a crash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import properties
+from .config import ExperimentConfig
+from .io import atomic_write_json
+from .pipeline import Runner, ceiling_stage, weak_stage
+
+SWEEP_ROLES = ("weak", "strong_ceiling")
+
+
+def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path, cache: Path | None = None,
+              max_drop: float = 0.015) -> dict[str, Any]:
+    prop = properties.get(cfg.property)
+    runner = Runner(cfg, out, cache)
+    build = weak_stage if role == "weak" else ceiling_stage
+    stages = [(lam, build(cfg, seed, lam)) for lam in lambdas for seed in cfg.seeds]
+    runner.execute_all([s for _, s in stages], desc=f"{cfg.property} λ sweep ({role})")
+    points = []
+    for lam in lambdas:
+        metrics = [runner.load_meta(s)["metrics"] for lam_s, s in stages if lam_s == lam]
+        point: dict[str, Any] = {"lambda": lam}
+        for m in (prop.trust_metric, prop.task_metric):
+            vals = np.asarray([x[m] for x in metrics], dtype=float)
+            point[m] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                        "n": len(vals)}
+        points.append(point)
+    result = {"property": cfg.property, "role": role, "trust_metric": prop.trust_metric,
+              "higher_is_better": prop.higher_is_better, "task_metric": prop.task_metric, "max_drop": max_drop,
+              "points": points, "suggested_lambda": suggest(points, prop, max_drop)}
+    atomic_write_json(Path(out) / "sweep.json", result)
+    figure(result, Path(out) / "tradeoff.png")
+    return result
+
+
+def suggest(points: list[dict[str, Any]], prop, max_drop: float) -> float:
+    """The most trustworthy λ whose task metric stays within ``max_drop`` of the smallest λ's."""
+    base = min(points, key=lambda p: p["lambda"])[prop.task_metric]["mean"]
+    ok = [p for p in points if base - p[prop.task_metric]["mean"] <= max_drop + 1e-12]
+    sign = -1.0 if prop.higher_is_better else 1.0
+    return min(ok, key=lambda p: (sign * p[prop.trust_metric]["mean"], p["lambda"]))["lambda"]
+
+
+def figure(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trust, task = result["trust_metric"], result["task_metric"]
+    pts = result["points"]
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    xs = [p[task]["mean"] for p in pts]
+    ys = [p[trust]["mean"] for p in pts]
+    ax.errorbar(xs, ys, xerr=[p[task]["std"] for p in pts], yerr=[p[trust]["std"] for p in pts], fmt="o-",
+                capsize=3)
+    for p, x, y in zip(pts, xs, ys, strict=True):
+        star = " *" if p["lambda"] == result["suggested_lambda"] else ""
+        ax.annotate(f"λ={p['lambda']:g}{star}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(task)
+    ax.set_ylabel(f"{trust} ({'higher' if result['higher_is_better'] else 'lower'} is more trustworthy)")
+    ax.set_title(f"{result['property']}: {result['role']} λ trade-off (* suggested)", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+    tmp.replace(path)
