@@ -61,7 +61,7 @@ class Fairness(TrustProperty):
                           lambda_weak=3.0, lambda_wts=3.0, lambda_ceiling=3.0,
                           weak_train=dict(lr=2e-4, epochs=3, batch_size=32, max_length=72),
                           strong_train=dict(lr=1e-4, epochs=2, batch_size=32, max_length=72),
-                          data=dict(n_weak=2000, n_wts=2000, n_test=3000), eval_batch_size=128),
+                          data=dict(n_weak=2000, n_wts=1500, n_test=2000), eval_batch_size=128),
             # The bundled pair at the paper's data scale (all of Adult) and 3 seeds: a GPU without the Hub.
             "full": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0, 1, 2],
                          lambda_weak=3.0, lambda_wts=3.0, lambda_ceiling=3.0,
