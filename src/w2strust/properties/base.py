@@ -25,6 +25,7 @@ class TrustProperty:
     trust_metric: str = ""  # the metric the WTS-trust test compares across roles
     higher_is_better: bool = True  # for trust_metric
     task_metric: str = "task_accuracy"  # the performance metric shown beside the trust metric
+    task_higher_is_better: bool = True  # for task_metric (privacy's perplexity: lower is better)
     lambda_meaning: str = "regulariser weight"  # what λ_W / λ_WTS / λ_ceiling mean for this property
     description: str = ""
 

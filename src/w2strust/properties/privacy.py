@@ -55,6 +55,7 @@ class Privacy(TrustProperty):
     trust_metric = "extraction_rate"
     higher_is_better = False
     task_metric = "perplexity"
+    task_higher_is_better = False
     lambda_meaning = "target DP ε (0 = no DP)"
     description = ("Enron e-mails, causal-LM fine-tuning, DP-SGD (Opacus) as the regulariser; extraction rate, "
                    "PII completion and membership inference on each model's own training e-mails")
