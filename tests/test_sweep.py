@@ -47,3 +47,12 @@ def test_sweep_command_trains_one_model_per_lambda_and_seed(tmp_path, capsys):
 def test_sweep_bad_arguments(argv, message, tmp_path, capsys):
     assert main(["sweep", "fairness", "--preset", "smoke", "--out", str(tmp_path)] + argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_suggest_respects_a_lower_is_better_task_metric():
+    prop = get("privacy")  # trust: extraction_rate (lower better); task: perplexity (lower better)
+    pts = [{"lambda": lam, "extraction_rate": {"mean": ex, "std": 0, "n": 1},
+            "perplexity": {"mean": ppl, "std": 0, "n": 1}} for lam, ex, ppl in
+           [(0, 0.20, 40.0), (8, 0.15, 45.0), (1, 0.10, 90.0)]]
+    assert suggest(pts, prop, max_drop=10.0) == 8  # ε = 1 costs 50 perplexity points
+    assert suggest(pts, prop, max_drop=100.0) == 1

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import properties
-from .config import ROLES, STRATEGIES
+from .config import STRATEGIES
 from .errors import W2SError
 from .io import atomic_write_json, atomic_write_text
 
@@ -31,7 +31,6 @@ def comparisons(roles: tuple[str, ...]) -> list[tuple[str, str]]:
     return [("weak", r) for r in wts] + [(r, "strong_ceiling") for r in wts]
 
 
-COMPARISONS = tuple(comparisons(ROLES))  # the four of the classification properties
 ROLE_LABELS = {"weak": "Weak", "wts_naive": "WTS-Naive", "wts_aux": "WTS-Aux-Loss", "strong_ceiling": "Strong ceiling"}
 STRATEGY_LABELS = {"no_tft": "No TFT", "weak_tft": "Weak TFT", "weak_wts_tft": "Weak+WTS TFT"}
 

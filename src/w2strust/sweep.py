@@ -2,8 +2,11 @@
 
 The paper chooses the strong ceiling's λ (and the weak model's) from such a curve. The rule used
 here, stated so that it can be reproduced: among the swept λ, take the most trustworthy one whose
-task metric is within ``max_drop`` of the least-regularised model's (default 0.015 = 1.5 accuracy
-points, the cost the paper reports for its chosen λ). Every swept model is an ordinary pipeline
+task metric is at most ``max_drop`` worse than the reference model's (default 0.015 = 1.5 accuracy
+points, the cost the paper reports for its chosen λ). The reference is the unregularised model
+(λ = 0, which every property reads as "no regulariser", privacy's ε included) when it is swept, else
+the smallest λ. "Worse" follows the property's ``task_higher_is_better`` (privacy: perplexity, where
+``max_drop`` is in perplexity units and should be set accordingly). Every swept model is an ordinary pipeline
 stage, so a sweep shares its cache with `w2strust run` (``--cache``) and resumes after a crash.
 """
 
@@ -47,9 +50,10 @@ def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path,
 
 
 def suggest(points: list[dict[str, Any]], prop, max_drop: float) -> float:
-    """The most trustworthy λ whose task metric stays within ``max_drop`` of the smallest λ's."""
-    base = min(points, key=lambda p: p["lambda"])[prop.task_metric]["mean"]
-    ok = [p for p in points if base - p[prop.task_metric]["mean"] <= max_drop + 1e-12]
+    """The most trustworthy λ whose task metric is at most ``max_drop`` worse than the reference's."""
+    base = min(points, key=lambda p: p["lambda"])[prop.task_metric]["mean"]  # λ = 0 when swept
+    worse = 1.0 if prop.task_higher_is_better else -1.0
+    ok = [p for p in points if worse * (base - p[prop.task_metric]["mean"]) <= max_drop + 1e-12]
     sign = -1.0 if prop.higher_is_better else 1.0
     return min(ok, key=lambda p: (sign * p[prop.trust_metric]["mean"], p["lambda"]))["lambda"]
 
