@@ -156,3 +156,21 @@ def test_data_command_prints_sizes_not_text(capsys):
     out = capsys.readouterr().out
     assert "D_W" in out and "160 rows" in out and "D_T" in out
     assert "workclass" not in out
+
+
+def test_report_flags_a_collapsed_model(smoke_run, tmp_path):
+    import numpy as np
+
+    from w2strust.report import write_report
+
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_run, out)
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    victim = next(r for r in records if r["strategy"] == "weak_wts_tft" and r["role"] == "wts_aux")
+    preds = out / "cache" / victim["artefact"] / "preds.npz"
+    prob = np.load(preds)["prob"]
+    np.savez_compressed(preds, prob=np.tile([[0.9, 0.1]], (len(prob), 1)))  # always class 0
+    doc = write_report(out)
+    assert {"strategy": "weak_wts_tft", "role": "wts_aux", "seed": 0, "class": 0} in doc["collapsed"]
+    assert len(doc["collapsed"]) < len(records)  # the check tells collapsed models from the others
+    assert "collapsed models" in (out / "report.md").read_text()

@@ -174,21 +174,37 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     cache = Path(cache) if cache else run_dir / "cache"
     summary = summarise(records)
 
-
     def test_columns(seed: int) -> dict[str, np.ndarray]:
         return prop.test_columns(prop.load_splits(cfg, seed))
 
     trust = wts_trust(records, summary, prop, cache, cfg.n_bootstrap, test_columns)
     doc = {"property": prop.name, "trust_metric": prop.trust_metric, "higher_is_better": prop.higher_is_better,
-           "metrics": summary, "wts_trust": trust}
+           "metrics": summary, "wts_trust": trust, "collapsed": collapsed_models(records, cache)}
     atomic_write_json(run_dir / "summary.json", doc)
     title = f"{prop.name}: {cfg.weak_model} → {cfg.strong_model}, seeds {cfg.seeds}"
     figure(summary, prop, run_dir / "figure2.png", title)
-    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, records))
+    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, records, doc["collapsed"]))
     return doc
 
 
-def render_markdown(cfg, prop, summary, trust, records) -> str:
+def collapsed_models(records: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+    """Classifiers that predict one class for every test row: their trust metric is trivially perfect
+    (e.g. |DPD| = 0), so the report flags them rather than let them "win" silently."""
+    out = []
+    for r in records:
+        path = Path(cache) / r["artefact"] / "preds.npz"
+        if not path.exists():
+            continue
+        with np.load(path) as z:
+            if "prob" not in z.files:
+                continue
+            classes = np.unique(z["prob"].argmax(-1))
+        if len(classes) == 1:
+            out.append({"strategy": r["strategy"], "role": r["role"], "seed": r["seed"], "class": int(classes[0])})
+    return out
+
+
+def render_markdown(cfg, prop, summary, trust, records, collapsed=()) -> str:
     strategies = [s for s in STRATEGIES if s in summary]
     roles = prop.roles
     aux = f", α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup})" if "wts_aux" in roles else ""
@@ -214,6 +230,11 @@ def render_markdown(cfg, prop, summary, trust, records) -> str:
             ps = ", ".join(f"{c['less']}→{c['more']} {'✓' if c['holds'] else '×'}"
                            + (f" (p={c['p_value']:.3f})" if "p_value" in c else "") for c in t["comparisons"])
             lines.append(f"- {STRATEGY_LABELS[s]}: {ps}")
+    if collapsed:
+        lines += ["", "**Warning: collapsed models.** These predict a single class on every test row, so their trust "
+                  "metric is trivially good and says nothing (try a smaller λ or more data/epochs):", ""]
+        lines += [f"- {STRATEGY_LABELS[c['strategy']]} / {ROLE_LABELS[c['role']]} / seed {c['seed']}: always class "
+                  f"{c['class']}" for c in collapsed]
     lines += ["", "![Figure 2](figure2.png)", "", "## All metrics (mean ± std over seeds)", ""]
     metric_names = sorted({m for s in summary.values() for r in s.values() for m in r})
     for s in strategies:
