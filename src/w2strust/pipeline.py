@@ -148,15 +148,18 @@ class Runner:
         return json.loads((self.cache / dirname / "meta.json").read_text())
 
     # ------------------------------------------------------------------ one stage
+    def _setup(self, stage: Stage):
+        """What every stage starts from: its seed's splits, its role's model name and training config."""
+        is_weak = stage.kind == "weak"
+        name = self.cfg.weak_model if is_weak else self.cfg.strong_model
+        tcfg = self.cfg.weak_train if is_weak else self.cfg.strong_train
+        return self.splits(stage.seed), is_weak, name, tcfg, time.time()
+
     def _execute(self, stage: Stage) -> None:
         if self.prop.task == "generation":
             return self._execute_lm(stage)
         cfg, prop = self.cfg, self.prop
-        splits = self.splits(stage.seed)
-        started = time.time()
-        is_weak = stage.kind == "weak"
-        name = cfg.weak_model if is_weak else cfg.strong_model
-        tcfg = cfg.weak_train if is_weak else cfg.strong_train
+        splits, is_weak, name, tcfg, started = self._setup(stage)
         torch.manual_seed(stage.seed)  # classifier-head initialisation
         model, tok = models.build_classifier(name, prop.num_labels)
         make_loss = None
@@ -204,11 +207,7 @@ class Runner:
         from .train_lm import train_causal_lm
 
         cfg, prop = self.cfg, self.prop
-        splits = self.splits(stage.seed)
-        started = time.time()
-        is_weak = stage.kind == "weak"
-        name = cfg.weak_model if is_weak else cfg.strong_model
-        tcfg = cfg.weak_train if is_weak else cfg.strong_train
+        splits, is_weak, name, tcfg, started = self._setup(stage)
         weak_outputs = None
         if stage.kind == "wts":
             weak_outputs = json.loads((self.cache / f"weak-{stage.depends}" / "weak_outputs.json").read_text())
