@@ -21,7 +21,7 @@ import torch
 
 from .. import privacy_metrics as pm
 from ..data import Splits
-from ..data.enron import load_decodingtrust_maps, load_enron
+from ..data.email_corpus import load_decodingtrust_maps, load_enron
 from ..errors import W2SError
 from ..train_lm import LMOptions
 from . import register
