@@ -183,28 +183,27 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     atomic_write_json(run_dir / "summary.json", doc)
     title = f"{prop.name}: {cfg.weak_model} → {cfg.strong_model}, seeds {cfg.seeds}"
     figure(summary, prop, run_dir / "figure2.png", title)
-    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, records, doc["collapsed"]))
+    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, doc["collapsed"]))
     return doc
 
 
 def collapsed_models(records: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
     """Classifiers that predict one class for every test row: their trust metric is trivially perfect
     (e.g. |DPD| = 0), so the report flags them rather than let them "win" silently."""
-    out = []
-    for r in records:
-        path = Path(cache) / r["artefact"] / "preds.npz"
-        if not path.exists():
-            continue
-        with np.load(path) as z:
-            if "prob" not in z.files:
-                continue
-            classes = np.unique(z["prob"].argmax(-1))
-        if len(classes) == 1:
-            out.append({"strategy": r["strategy"], "role": r["role"], "seed": r["seed"], "class": int(classes[0])})
-    return out
+    single_class: dict[str, int | None] = {}  # per artefact: strategies share weak models and the ceiling
+    for artefact in {r["artefact"] for r in records}:
+        single_class[artefact] = None
+        path = Path(cache) / artefact / "preds.npz"
+        if path.exists():
+            with np.load(path) as z:
+                classes = np.unique(z["prob"].argmax(-1)) if "prob" in z.files else []
+            if len(classes) == 1:
+                single_class[artefact] = int(classes[0])
+    return [{"strategy": r["strategy"], "role": r["role"], "seed": r["seed"], "class": single_class[r["artefact"]]}
+            for r in records if single_class[r["artefact"]] is not None]
 
 
-def render_markdown(cfg, prop, summary, trust, records, collapsed=()) -> str:
+def render_markdown(cfg, prop, summary, trust, collapsed=()) -> str:
     strategies = [s for s in STRATEGIES if s in summary]
     roles = prop.roles
     aux = f", α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup})" if "wts_aux" in roles else ""
