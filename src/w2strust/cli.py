@@ -111,6 +111,16 @@ def cmd_report(args) -> None:
         print((out / "table1.md").read_text())
 
 
+def cmd_curves(args) -> None:
+    from .curves import write_curves
+
+    out = Path(args.out or Path(args.run_dirs[0]).parent)
+    doc = write_curves([Path(d) for d in args.run_dirs], out, args.key)
+    trust, task = doc["trust_metric"], doc["task_metric"]
+    print(f"{doc['property']}: {trust} and {task} against {' = '.join(doc['keys'])} "
+          f"({len(doc['points'])} settings) -> {', '.join(str(out / f) for f in doc['files'])}")
+
+
 def _print_summary(run_dir: Path) -> None:
     text = (run_dir / "report.md").read_text()
     table = text.split("## Weak-to-strong trustworthiness (paper Table 1)")[1].split("![Figure 2]")[0]
@@ -176,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="where to write the combined table1.md (several run folders)")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("curves", help="trust and task metric of every role against one setting that the run folders "
+                                      "vary (paper Figure 3, A1-A8)")
+    p.add_argument("run_dirs", nargs="+", help="run folders that differ in one config key (any number of seeds each)")
+    p.add_argument("--key", help="the config key to plot against (default: the one the folders differ in)")
+    p.add_argument("--out", help="where to write curve-<key>.png/.json and tradeoff-<key>.png (default: the "
+                                 "folders' parent)")
+    p.set_defaults(fn=cmd_curves)
     p = sub.add_parser("models", help="list the model registry and what is available here")
     p.add_argument("--materialise", nargs="*", metavar="NAME", help="materialise bundled models into the cache now")
     p.set_defaults(fn=cmd_models)

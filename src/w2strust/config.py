@@ -19,6 +19,8 @@ import yaml
 from .errors import W2SError
 
 STRATEGIES = ("no_tft", "weak_tft", "weak_wts_tft")
+AUTO = "auto"
+AUTO_KEYS = {"lambda_ceiling"}  # keys that take a number or "auto"
 ROLES = ("weak", "wts_naive", "wts_aux", "strong_ceiling")
 
 
@@ -52,7 +54,11 @@ class ExperimentConfig:
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
     lambda_weak: float = 1.0  # λ_W: regulariser weight of the weak model (weak_tft, weak_wts_tft)
     lambda_wts: float = 1.0  # λ_WTS: regulariser weight of the WTS models (weak_wts_tft)
-    lambda_ceiling: float = 1.0  # λ of the ground-truth strong ceiling (see README: how it is chosen)
+    # λ of the ground-truth strong ceiling, or "auto": the most trustworthy of ceiling_lambdas whose task metric
+    # is within ceiling_max_drop of the unregularised ceiling's (sweep.py states the rule; README).
+    lambda_ceiling: float | str = 1.0
+    ceiling_lambdas: list[float] = field(default_factory=list)  # candidates for "auto"; [] = the property's grid
+    ceiling_max_drop: float = 0.015  # task-metric units (accuracy: 1.5 points, the cost the paper reports)
     alpha_max: float = 0.25  # auxiliary-confidence-loss weight after warm-up
     aux_warmup: float = 0.2  # fraction of WTS training over which α ramps from 0 to alpha_max
     aux_buffer: int = 256  # rolling buffer of recent strong predictions for the hardening threshold
@@ -67,6 +73,18 @@ class ExperimentConfig:
 
     def resolved_data_dir(self) -> str | None:
         return self.data.data_dir or os.environ.get("W2STRUST_DATA") or None
+
+    def ceiling_candidates(self) -> list[float]:
+        """The λ values the ceiling is trained at: the fixed one, or every candidate of "auto"."""
+        if self.lambda_ceiling != AUTO:
+            return [float(self.lambda_ceiling)]
+        from . import properties
+
+        return [float(x) for x in (self.ceiling_lambdas or properties.get(self.property).lambda_grid)]
+
+    def all_lambdas(self) -> list[float]:
+        """Every λ any model of this config is trained with (for the properties' range checks)."""
+        return [self.lambda_weak, self.lambda_wts, *self.ceiling_candidates()]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +108,8 @@ def _apply(obj: Any, updates: dict[str, Any], where: str) -> None:
             if not isinstance(value, dict):
                 raise W2SError(f"config key '{where}{key}' is a section; give a mapping, e.g. {key}: {{lr: 1e-4}}")
             _apply(current, value, f"{where}{key}.")
+        elif key in AUTO_KEYS:
+            setattr(obj, key, AUTO if value == AUTO else _coerce(value, 0.0, f"{where}{key}"))
         elif key == "extra":
             if not isinstance(value, dict):
                 raise W2SError("config key 'extra' must be a mapping")
@@ -169,8 +189,15 @@ def validate(cfg: ExperimentConfig) -> None:
     if not 0 <= cfg.aux_warmup <= 1:
         raise W2SError(f"aux_warmup must be in [0, 1], got {cfg.aux_warmup}")
     for name in ("lambda_weak", "lambda_wts", "lambda_ceiling"):
-        if getattr(cfg, name) < 0:
-            raise W2SError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+        if getattr(cfg, name) != AUTO and getattr(cfg, name) < 0:
+            raise W2SError(f"{name} must be >= 0 or auto, got {getattr(cfg, name)}")
+    if cfg.lambda_ceiling == AUTO:
+        cands = cfg.ceiling_candidates()
+        if not cands or min(cands) < 0 or len(set(cands)) != len(cands):
+            raise W2SError(f"ceiling_lambdas must be distinct values >= 0 (the candidates of lambda_ceiling: auto), "
+                           f"got {cands}")
+        if cfg.ceiling_max_drop < 0:
+            raise W2SError(f"ceiling_max_drop must be >= 0, got {cfg.ceiling_max_drop}")
     for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
         if t.lr <= 0 or t.epochs <= 0 or t.batch_size < 1 or t.max_length < 8:
             raise W2SError(f"{label} needs lr > 0, epochs > 0, batch_size >= 1, max_length >= 8; got {t}")

@@ -25,7 +25,7 @@ from datasets import concatenate_datasets
 from tqdm.auto import tqdm
 
 from . import models, properties
-from .config import ExperimentConfig, save_yaml
+from .config import AUTO, ExperimentConfig, save_yaml
 from .data import Splits
 from .io import atomic_write_json, atomic_write_text, content_key
 from .losses import AuxConfidenceLoss
@@ -54,7 +54,9 @@ class Stage:
 def _data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     d = asdict(cfg.data)
     d.pop("data_dir")  # where the files live does not change the result
-    return {"property": cfg.property, "data": d, "extra": cfg.extra}
+    spec = {"property": cfg.property, "data": d, "extra": cfg.extra}
+    key_extra = properties.get(cfg.property).key_extra
+    return {**spec, "semantics": key_extra} if key_extra else spec  # other properties keep their keys
 
 
 def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
@@ -89,22 +91,30 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
         return stages.setdefault(stage.key, stage)
 
     for seed in cfg.seeds:
-        ceiling = add(ceiling_stage(cfg, seed, cfg.lambda_ceiling))
+        # lambda_ceiling: auto trains every candidate (ordinary stages, cached and shared like any other); the
+        # ceiling records point at all of them until Runner.run picks one from their metrics (select_ceiling).
+        ceilings = {lam: add(ceiling_stage(cfg, seed, lam)) for lam in cfg.ceiling_candidates()}
         for strategy in cfg.strategies:
             lam_w, lam_wts = lambdas(cfg, strategy)
             weak = add(weak_stage(cfg, seed, lam_w))
-            by_role = {"weak": weak, "strong_ceiling": ceiling}
+            by_role = {"weak": weak}
             for role, alpha in (("wts_naive", 0.0), ("wts_aux", cfg.alpha_max)):
                 if role in roles:
                     by_role[role] = add(wts_stage(cfg, weak, lam_wts, alpha))
             for role in roles:
-                records.append({
+                record = {
                     "property": cfg.property, "strategy": strategy, "role": role, "seed": seed,
                     "weak_model": cfg.weak_model, "strong_model": cfg.strong_model,
                     "lambda_weak": lam_w, "lambda_wts": lam_wts, "lambda_ceiling": cfg.lambda_ceiling,
                     "alpha_max": cfg.alpha_max if role == "wts_aux" else 0.0,
-                    "artefact": by_role[role].dirname,
-                })
+                }
+                if role != "strong_ceiling":
+                    record["artefact"] = by_role[role].dirname
+                elif len(ceilings) == 1 and cfg.lambda_ceiling != AUTO:
+                    record["artefact"] = next(iter(ceilings.values())).dirname
+                else:
+                    record["candidates"] = {lam: st.dirname for lam, st in ceilings.items()}
+                records.append(record)
     order = {"weak": 0, "ceiling": 1, "wts": 2}
     return sorted(stages.values(), key=lambda s: (s.seed, order[s.kind])), records
 
@@ -131,9 +141,29 @@ class Runner:
         save_yaml(self.cfg, self.out / "config.yaml")
         stages, stubs = plan(self.cfg)
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
+        if self.cfg.lambda_ceiling == AUTO:
+            self.select_ceiling(stubs)
         records = [{**stub, "metrics": self.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
         atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
         return records
+
+    def select_ceiling(self, stubs: list[dict[str, Any]]) -> dict[str, Any]:
+        """lambda_ceiling: auto: pick the ceiling's λ from its candidates' test metrics by the sweep rule, point the
+        ceiling records at it and keep the curve (``ceiling.json``; the report draws it)."""
+        from .sweep import trade_off
+
+        ceilings = [s for s in stubs if s["role"] == "strong_ceiling"]
+        per_seed = {s["seed"]: s["candidates"] for s in ceilings}
+        lams = list(next(iter(per_seed.values())))
+        metrics = {lam: [self.load_meta(c[lam])["metrics"] for c in per_seed.values()] for lam in lams}
+        result = trade_off(self.prop, "strong_ceiling", metrics, self.cfg.ceiling_max_drop)
+        chosen = result["suggested_lambda"]
+        for s in ceilings:
+            s["artefact"] = s.pop("candidates")[chosen]
+        for s in stubs:
+            s["lambda_ceiling"] = chosen
+        atomic_write_json(self.out / "ceiling.json", result)
+        return result
 
     def execute_all(self, stages: list[Stage], desc: str) -> None:
         """Train every stage that is not in the cache yet (in the given, dependency-respecting order)."""

@@ -183,7 +183,15 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     atomic_write_json(run_dir / "summary.json", doc)
     title = f"{prop.name}: {cfg.weak_model} → {cfg.strong_model}, seeds {cfg.seeds}"
     figure(summary, prop, run_dir / "figure2.png", title)
-    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, doc["collapsed"]))
+    ceiling = None
+    if (run_dir / "ceiling.json").exists():  # lambda_ceiling: auto: the curve the ceiling's λ was chosen from
+        from .sweep import figure as tradeoff_figure
+
+        ceiling = json.loads((run_dir / "ceiling.json").read_text())
+        tradeoff_figure(ceiling, run_dir / "ceiling-tradeoff.png")
+        doc["ceiling_selection"] = ceiling
+        atomic_write_json(run_dir / "summary.json", doc)
+    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, doc["collapsed"], ceiling))
     return doc
 
 
@@ -203,14 +211,15 @@ def collapsed_models(records: list[dict[str, Any]], cache: Path) -> list[dict[st
             for r in records if single_class[r["artefact"]] is not None]
 
 
-def render_markdown(cfg, prop, summary, trust, collapsed=()) -> str:
+def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, Any] | None = None) -> str:
     strategies = [s for s in STRATEGIES if s in summary]
     roles = prop.roles
     aux = f", α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup})" if "wts_aux" in roles else ""
+    lam_ceiling = f"auto → {ceiling['suggested_lambda']:g}" if ceiling else f"{cfg.lambda_ceiling}"
     lines = [f"# w2strust report: {prop.name}", "",
              f"{prop.description}. Weak `{cfg.weak_model}` → strong `{cfg.strong_model}`, preset `{cfg.preset}`, "
              f"seeds {cfg.seeds}; λ ({prop.lambda_meaning}): λ_W = {cfg.lambda_weak}, λ_WTS = {cfg.lambda_wts}, "
-             f"λ_ceiling = {cfg.lambda_ceiling}{aux}.", "",
+             f"λ_ceiling = {lam_ceiling}{aux}.", "",
              "## Weak-to-strong trustworthiness (paper Table 1)", "",
              f"Trust metric: `{prop.trust_metric}` ({'higher' if prop.higher_is_better else 'lower'} is more "
              "trustworthy). ✓ = the WTS model(s) beat the weak model and the ceiling beats the WTS model(s) (means "
@@ -234,7 +243,10 @@ def render_markdown(cfg, prop, summary, trust, collapsed=()) -> str:
                   "metric is trivially good and says nothing (try a smaller λ or more data/epochs):", ""]
         lines += [f"- {STRATEGY_LABELS[c['strategy']]} / {ROLE_LABELS[c['role']]} / seed {c['seed']}: always class "
                   f"{c['class']}" for c in collapsed]
-    lines += ["", "![Figure 2](figure2.png)", "", "## All metrics (mean ± std over seeds)", ""]
+    lines += ["", "![Figure 2](figure2.png)", ""]
+    if ceiling:
+        lines += ceiling_markdown(ceiling)
+    lines += ["## All metrics (mean ± std over seeds)", ""]
     metric_names = sorted({m for s in summary.values() for r in s.values() for m in r})
     for s in strategies:
         lines += [f"### {STRATEGY_LABELS[s]}", "", "| metric | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
@@ -243,6 +255,18 @@ def render_markdown(cfg, prop, summary, trust, collapsed=()) -> str:
             lines.append(f"| {m} | " + " | ".join(fmt(summary[s].get(r, {}).get(m)) for r in roles) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def ceiling_markdown(ceiling: dict[str, Any]) -> list[str]:
+    """The strong ceiling's λ trade-off (paper Figure A1) and the rule that chose it."""
+    trust, task = ceiling["trust_metric"], ceiling["task_metric"]
+    lines = ["## The strong ceiling's λ (lambda_ceiling: auto, paper Figure A1)", "",
+             f"Rule: {ceiling['rule']}. Chosen: **λ = {ceiling['suggested_lambda']:g}**.", "",
+             f"| λ | {trust} | {task} |", "|---|---|---|"]
+    for p in ceiling["points"]:
+        star = " (chosen)" if p["lambda"] == ceiling["suggested_lambda"] else ""
+        lines.append(f"| {p['lambda']:g}{star} | {fmt(p[trust])} | {fmt(p[task])} |")
+    return lines + ["", "![ceiling trade-off](ceiling-tradeoff.png)", ""]
 
 
 def write_study_table(run_dirs: list[Path], out: Path) -> str:

@@ -23,6 +23,8 @@ from .io import atomic_write_json
 from .pipeline import Runner, ceiling_stage, weak_stage
 
 SWEEP_ROLES = ("weak", "strong_ceiling")
+RULE = ("the most trustworthy λ whose {task} is at most {max_drop:g} worse than the reference's (λ = 0, else the "
+        "smallest λ); mean over seeds")
 
 
 def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path, cache: Path | None = None,
@@ -32,21 +34,28 @@ def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path,
     build = weak_stage if role == "weak" else ceiling_stage
     stages = [(lam, build(cfg, seed, lam)) for lam in lambdas for seed in cfg.seeds]
     runner.execute_all([s for _, s in stages], desc=f"{cfg.property} λ sweep ({role})")
-    points = []
-    for lam in lambdas:
-        metrics = [runner.load_meta(s)["metrics"] for lam_s, s in stages if lam_s == lam]
-        point: dict[str, Any] = {"lambda": lam}
-        for m in (prop.trust_metric, prop.task_metric):
-            vals = np.asarray([x[m] for x in metrics], dtype=float)
-            point[m] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                        "n": len(vals)}
-        points.append(point)
-    result = {"property": cfg.property, "role": role, "trust_metric": prop.trust_metric,
-              "higher_is_better": prop.higher_is_better, "task_metric": prop.task_metric, "max_drop": max_drop,
-              "points": points, "suggested_lambda": suggest(points, prop, max_drop)}
+    metrics = {lam: [runner.load_meta(s)["metrics"] for lam_s, s in stages if lam_s == lam] for lam in lambdas}
+    result = trade_off(prop, role, metrics, max_drop)
     atomic_write_json(Path(out) / "sweep.json", result)
     figure(result, Path(out) / "tradeoff.png")
     return result
+
+
+def trade_off(prop, role: str, metrics: dict[float, list[dict[str, float]]], max_drop: float) -> dict[str, Any]:
+    """The curve (mean ± std over seeds of the trust and task metric per λ) and the λ the rule picks.
+    ``metrics`` maps each λ to its models' test metrics, one per seed. Also what lambda_ceiling: auto uses."""
+    points = []
+    for lam, per_seed in metrics.items():
+        point: dict[str, Any] = {"lambda": lam}
+        for m in (prop.trust_metric, prop.task_metric):
+            vals = np.asarray([x[m] for x in per_seed], dtype=float)
+            point[m] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                        "n": len(vals)}
+        points.append(point)
+    return {"property": prop.name, "role": role, "trust_metric": prop.trust_metric,
+            "higher_is_better": prop.higher_is_better, "task_metric": prop.task_metric, "max_drop": max_drop,
+            "rule": RULE.format(max_drop=max_drop, task=prop.task_metric), "points": points,
+            "suggested_lambda": suggest(points, prop, max_drop)}
 
 
 def suggest(points: list[dict[str, Any]], prop, max_drop: float) -> float:

@@ -63,6 +63,7 @@ class AdversarialRobustness(TrustProperty):
     trust_metric = "adv_accuracy"
     higher_is_better = True
     lambda_meaning = "weight of the adversarial term: (1 − λ)·loss(clean) + λ·loss(adversarial)"
+    lambda_grid = (0.0, 0.1, 0.3, 0.5, 0.7)  # the paper's A1 finds the best trade-off near 0.3-0.4
     description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
                    "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
     _announced: set[str] = set()
@@ -109,9 +110,9 @@ class AdversarialRobustness(TrustProperty):
             raise W2SError(f"unknown AdvGLUE task(s) {bad or '(none)'}; choose from {', '.join(TASK_LABELS)}")
         if not 0 < s["max_frac"] <= 1 or s["max_words"] < 1:
             raise W2SError("extra.max_frac must be in (0, 1] and extra.max_words >= 1")
-        for name in ("lambda_weak", "lambda_wts", "lambda_ceiling"):
-            if getattr(cfg, name) > 1:
-                raise W2SError(f"{name} is the adversarial loss weight in [0, 1], got {getattr(cfg, name)}")
+        if max(cfg.all_lambdas()) > 1:
+            raise W2SError(f"λ is the adversarial loss weight in [0, 1]: lambda_weak, lambda_wts, lambda_ceiling "
+                           f"(or ceiling_lambdas) hold {max(cfg.all_lambdas())}")
         self._set_labels(s)
 
     def _set_labels(self, s: dict[str, Any]) -> None:

@@ -1,9 +1,13 @@
 """OOD robustness: SST-2 in distribution, DecodingTrust style-transfer SST-2 out of distribution (eq. 5).
 
-Regulariser: Gaussian noise z ~ N(0, λ²I) added to the input (word) embeddings in training only,
+Regulariser: Gaussian noise z ~ N(0, σ²I) added to the input (word) embeddings in training only,
 through a forward hook on ``model.get_input_embeddings()`` (works for every HF architecture).
-λ is the noise's *standard deviation* (the paper writes λ·I as the covariance but reports
-"standard deviation 2e-3"; we follow the reported number's meaning).
+λ is the noise's standard deviation *relative to the RMS of the model's input-embedding table*:
+σ = λ · sqrt(mean(E²)). The paper reports an absolute σ = 2e-3 for Pythia 14M and 410M alike, but an
+absolute σ means a different perturbation for every model (MiniLM's embedding RMS is ~0.05, so 2e-3
+is ~4% of it; another model's may be ten times larger or smaller); a relative σ means the same
+signal-to-noise ratio for weak, WTS and ceiling. ``docs/ood.md`` gives the default λ and the sweep
+it was chosen from.
 
 Data (paper Appendix C.3): ID = GLUE SST-2 train minus the sentences the OOD set was made from;
 a seeded half of it is split 95/5 into train (D_W) and ID validation (D_T, ``task_accuracy``),
@@ -31,9 +35,15 @@ TRAIN_VAL_FRACTION = 0.5  # of ID data for train + validation; the rest is the h
 VAL_FRACTION = 0.05  # of the train + validation half
 
 
+def embedding_rms(model: torch.nn.Module) -> float:
+    """sqrt(mean(E²)) over the input-embedding table: the scale a relative noise σ is measured in."""
+    weight = model.get_input_embeddings().weight.detach()
+    return float(weight.float().pow(2).mean().sqrt())
+
+
 @contextlib.contextmanager
 def embedding_noise(model: torch.nn.Module, std: float) -> Iterator[None]:
-    """Add N(0, std²) noise to the input-embedding output while ``model.training``; removed on exit."""
+    """Add N(0, std²) noise (absolute std) to the input-embedding output while ``model.training``; removed on exit."""
     if std <= 0:
         yield
         return
@@ -67,7 +77,10 @@ class OODRobustness(TrustProperty):
     name = "ood"
     trust_metric = "ood_accuracy"
     higher_is_better = True
-    lambda_meaning = "standard deviation of the Gaussian noise on the input embeddings"
+    lambda_meaning = "std of the Gaussian noise on the input embeddings, relative to their RMS"
+    # λ used to be an absolute std: the key changes with the meaning, so no cached model is reused wrongly.
+    key_extra = {"noise": "relative to embedding RMS"}
+    lambda_grid = (0.0, 0.1, 0.3, 1.0)
     description = ("SST-2 (ID) vs DecodingTrust style-transfer SST-2 (OOD, 10 styles); embedding-noise "
                    "regulariser; ID and OOD accuracy")
 
@@ -119,7 +132,7 @@ class OODRobustness(TrustProperty):
                       test=subsample(val, cfg.data.n_val, seed), extra={"ood": ood})
 
     def train_context(self, model, lam):
-        return embedding_noise(model, lam)
+        return embedding_noise(model, lam * embedding_rms(model) if lam > 0 else 0.0)
 
     # ---- evaluation
     @staticmethod

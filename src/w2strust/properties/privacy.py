@@ -57,6 +57,7 @@ class Privacy(TrustProperty):
     task_metric = "perplexity"
     task_higher_is_better = False
     lambda_meaning = "target DP ε (0 = no DP)"
+    lambda_grid = (0.0, 1.0, 4.0, 8.0)  # ε; 0 (no DP) is the reference. ceiling_max_drop is in perplexity units here
     description = ("Enron e-mails, causal-LM fine-tuning, DP-SGD (Opacus) as the regulariser; extraction rate, "
                    "PII completion and membership inference on each model's own training e-mails")
 
@@ -116,8 +117,7 @@ class Privacy(TrustProperty):
             if o["prefix_tokens"] + o["suffix_tokens"] > t.max_length:
                 raise W2SError(f"prefix_tokens + suffix_tokens must fit in {label}.max_length ({t.max_length}): the "
                                f"attack targets text the model was trained on")
-        lams = (cfg.lambda_weak, cfg.lambda_wts, cfg.lambda_ceiling)
-        if any(lam > 0 for lam in lams):
+        if any(lam > 0 for lam in cfg.all_lambdas()):
             for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
                 if t.epochs != int(t.epochs):
                     raise W2SError(f"DP training plans its noise by whole epochs: set {label}.epochs to an integer")
