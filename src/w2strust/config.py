@@ -115,10 +115,13 @@ def _apply(obj: Any, updates: dict[str, Any], where: str) -> None:
                 raise W2SError("config key 'extra' must be a mapping")
             current.update(value)
         else:
-            setattr(obj, key, _coerce(value, current, f"{where}{key}"))
+            setattr(obj, key, _coerce(value, current, f"{where}{key}", LIST_ELEMENTS.get(str(names[key].type))))
 
 
-def _coerce(value: Any, current: Any, key: str) -> Any:
+LIST_ELEMENTS = {"list[float]": float, "list[int]": int, "list[str]": str}  # element type of an empty list default
+
+
+def _coerce(value: Any, current: Any, key: str, elem_type: type | None = None) -> Any:
     """Convert ``value`` to the type of the current value (CLI values arrive as strings)."""
     try:
         if isinstance(current, bool):
@@ -132,7 +135,7 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         if isinstance(current, list):
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
-            elem = type(current[0]) if current else str
+            elem = elem_type or (type(current[0]) if current else str)
             return [elem(v) for v in value]
         if isinstance(current, float):
             return float(value)

@@ -265,3 +265,26 @@ def markdown(doc: dict[str, Any], rel: str = ".") -> str:
                 cells.append("–" if not t else f"{t['mean']:.3f} ± {t['std']:.3f}{task}")
             lines.append(f"| {STRATEGY_LABELS[strategy]} | {p['value']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def study_curves(run_dirs: list[Path], out: Path) -> list[dict[str, Any]]:
+    """Every curve a set of run folders holds: per property, per config key, each group of runs that differ in
+    that key only (a study's sweep points, e.g. a λ_WTS grid and an α_max grid around the same base run).
+    Figures go to ``<out>/<property>/``; returns their documents (``markdown`` renders each)."""
+    runs_all = [{"dir": Path(d), "flat": flatten(load_yaml(Path(d) / "config.yaml"))} for d in run_dirs]
+    docs = []
+    for prop in dict.fromkeys(r["flat"]["property"] for r in runs_all):
+        runs = [r for r in runs_all if r["flat"]["property"] == prop]
+        for key in varied_keys(runs):
+            groups: dict[str, list[Path]] = {}
+            for r in runs:
+                rest = {k: v for k, v in r["flat"].items() if k not in NOT_A_SETTING and k != key}
+                groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(r["dir"])
+            curves = [dirs for dirs in groups.values()
+                      if len({json.dumps(flatten(load_yaml(d / "config.yaml")).get(key)) for d in dirs}) > 1]
+            for i, dirs in enumerate(curves):
+                target = Path(out) / prop / (f"{i + 1}" if len(curves) > 1 else "")
+                doc = write_curves(dirs, target, key)
+                doc["folder"] = str(target.relative_to(out))
+                docs.append(doc)
+    return docs

@@ -119,6 +119,26 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
     return sorted(stages.values(), key=lambda s: (s.seed, order[s.kind])), records
 
 
+def select_ceiling(cfg: ExperimentConfig, stubs: list[dict[str, Any]], load_meta, out: Path) -> dict[str, Any]:
+    """lambda_ceiling: auto, once every candidate ceiling is trained: pick the ceiling's λ from their test metrics
+    (mean over seeds) by the sweep rule, point the ceiling records at it, record the chosen λ in every record,
+    and keep the curve in ``<out>/ceiling.json`` (the report draws it). ``load_meta(dirname)`` reads a stage."""
+    from .sweep import trade_off
+
+    ceilings = [s for s in stubs if s["role"] == "strong_ceiling"]
+    per_seed = {s["seed"]: s["candidates"] for s in ceilings}
+    lams = list(next(iter(per_seed.values())))
+    metrics = {lam: [load_meta(c[lam])["metrics"] for c in per_seed.values()] for lam in lams}
+    result = trade_off(properties.get(cfg.property), "strong_ceiling", metrics, cfg.ceiling_max_drop)
+    chosen = result["suggested_lambda"]
+    for s in ceilings:
+        s["artefact"] = s.pop("candidates")[chosen]
+    for s in stubs:
+        s["lambda_ceiling"] = chosen
+    atomic_write_json(Path(out) / "ceiling.json", result)
+    return result
+
+
 class Runner:
     """Executes a plan against a cache folder; every artefact is written atomically."""
 
@@ -142,28 +162,10 @@ class Runner:
         stages, stubs = plan(self.cfg)
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
         if self.cfg.lambda_ceiling == AUTO:
-            self.select_ceiling(stubs)
+            select_ceiling(self.cfg, stubs, self.load_meta, self.out)
         records = [{**stub, "metrics": self.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
         atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
         return records
-
-    def select_ceiling(self, stubs: list[dict[str, Any]]) -> dict[str, Any]:
-        """lambda_ceiling: auto: pick the ceiling's λ from its candidates' test metrics by the sweep rule, point the
-        ceiling records at it and keep the curve (``ceiling.json``; the report draws it)."""
-        from .sweep import trade_off
-
-        ceilings = [s for s in stubs if s["role"] == "strong_ceiling"]
-        per_seed = {s["seed"]: s["candidates"] for s in ceilings}
-        lams = list(next(iter(per_seed.values())))
-        metrics = {lam: [self.load_meta(c[lam])["metrics"] for c in per_seed.values()] for lam in lams}
-        result = trade_off(self.prop, "strong_ceiling", metrics, self.cfg.ceiling_max_drop)
-        chosen = result["suggested_lambda"]
-        for s in ceilings:
-            s["artefact"] = s.pop("candidates")[chosen]
-        for s in stubs:
-            s["lambda_ceiling"] = chosen
-        atomic_write_json(self.out / "ceiling.json", result)
-        return result
 
     def execute_all(self, stages: list[Stage], desc: str) -> None:
         """Train every stage that is not in the cache yet (in the given, dependency-respecting order)."""

@@ -123,14 +123,16 @@ def fmt(stat: dict[str, float] | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" if stat["n"] > 1 else f"{stat['mean']:.{digits}f}"
 
 
-def figure(summary, prop, path: Path, title: str) -> None:
+def figure(summary, prop, path: Path, title: str, trust: tuple[str, bool] | None = None) -> None:
+    """Paper Figure 2: ``trust`` = (metric, higher is better) replaces the property's trust metric (A10, A11)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [(prop.trust_metric, f"{prop.trust_metric} ({'higher' if prop.higher_is_better else 'lower'} is more "
-                                   f"trustworthy)"), (prop.task_metric, prop.task_metric.replace("_", " "))]
+    metric, higher = trust or (prop.trust_metric, prop.higher_is_better)
+    metrics = [(metric, f"{metric} ({'higher' if higher else 'lower'} is more trustworthy)"),
+               (prop.task_metric, prop.task_metric.replace("_", " "))]
     strategies = [s for s in STRATEGIES if s in summary]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8))
     colours = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
@@ -183,6 +185,9 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     atomic_write_json(run_dir / "summary.json", doc)
     title = f"{prop.name}: {cfg.weak_model} → {cfg.strong_model}, seeds {cfg.seeds}"
     figure(summary, prop, run_dir / "figure2.png", title)
+    for metric, higher in prop.other_trust_metrics.items():  # paper A10/A11: the same figure, another metric
+        if any(metric in r for s in summary.values() for r in s.values()):
+            figure(summary, prop, run_dir / f"figure2-{metric}.png", title, (metric, higher))
     ceiling = None
     if (run_dir / "ceiling.json").exists():  # lambda_ceiling: auto: the curve the ceiling's λ was chosen from
         from .sweep import figure as tradeoff_figure
@@ -244,6 +249,10 @@ def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, 
         lines += [f"- {STRATEGY_LABELS[c['strategy']]} / {ROLE_LABELS[c['role']]} / seed {c['seed']}: always class "
                   f"{c['class']}" for c in collapsed]
     lines += ["", "![Figure 2](figure2.png)", ""]
+    others = [m for m in prop.other_trust_metrics if any(m in r for s in summary.values() for r in s.values())]
+    if others:
+        lines += ["Other trust metrics (paper Figures A10, A11): "
+                  + " ".join(f"![{m}](figure2-{m}.png)" for m in others), ""]
     if ceiling:
         lines += ceiling_markdown(ceiling)
     lines += ["## All metrics (mean ± std over seeds)", ""]
@@ -269,21 +278,107 @@ def ceiling_markdown(ceiling: dict[str, Any]) -> list[str]:
     return lines + ["", "![ceiling trade-off](ceiling-tradeoff.png)", ""]
 
 
+# The paper's Table 1 (Pythia 14M -> 410M): does WTS trustworthiness hold? (paper §4.1, shared/PAPER.md)
+PAPER_TABLE1 = {
+    "fairness": {"no_tft": False, "weak_tft": False, "weak_wts_tft": True},
+    "ood": {"no_tft": True, "weak_tft": True, "weak_wts_tft": True},
+    "adversarial": {"no_tft": True, "weak_tft": False, "weak_wts_tft": True},
+    "privacy": {"no_tft": False, "weak_tft": False, "weak_wts_tft": False},
+}
+FIRM_P = 0.05  # a verdict is "firm" when the bootstrap backs it: ✓ with every p < 0.05, × with one p > 0.95
+
+
+def _firm(t: dict[str, Any]) -> bool:
+    ps = [c.get("p_value") for c in t["comparisons"]]
+    if any(p is None for p in ps):
+        return False
+    return all(p < FIRM_P for p in ps) if t["holds"] else any(p > 1 - FIRM_P for p in ps)
+
+
+def _side(c: dict[str, Any], means: dict[str, float]) -> str:
+    p = f", p = {c['p_value']:.3f}" if "p_value" in c else ""
+    return (f"{ROLE_LABELS[c['more']]} {means[c['more']]:.3f} vs {ROLE_LABELS[c['less']]} "
+            f"{means[c['less']]:.3f}{p}")
+
+
+def disagreement(prop: str, strategy: str, t: dict[str, Any], paper: bool, collapsed: list[dict[str, Any]]) -> str:
+    """One sentence, generated from the numbers, saying why this cell differs from the paper's."""
+    metric, means = t["metric"], t["means"]
+    better = "higher" if t["higher_is_better"] else "lower"
+    if paper:  # the paper finds WTS trust; here at least one comparison fails
+        fails = [c for c in t["comparisons"] if not c["holds"]]
+        why = "; ".join(f"{ROLE_LABELS[c['more']]} is not more trustworthy than {ROLE_LABELS[c['less']]} "
+                        f"({_side(c, means)})" for c in fails)
+        text = f"the paper finds WTS trust; here {len(fails)} of {len(t['comparisons'])} comparisons fail ({metric}, " \
+               f"{better} is better): {why}"
+    else:  # here every comparison holds on the means
+        margins = [(abs(means[c["more"]] - means[c["less"]]), c) for c in t["comparisons"]]
+        _, weakest = min(margins, key=lambda m: m[0])
+        firm = "all significant" if t.get("significant") else "not all significant, so it may be noise"
+        text = f"the paper finds no WTS trust; here all {len(t['comparisons'])} comparisons hold on the means " \
+               f"({firm}); the smallest margin is {_side(weakest, means)}"
+    mine = [c for c in collapsed if c["strategy"] == strategy]
+    if mine:
+        text += "; collapsed (one-class) models: " + ", ".join(f"{ROLE_LABELS[c['role']]} seed {c['seed']}"
+                                                                for c in mine)
+    return f"**{prop} / {STRATEGY_LABELS[strategy]}**: {text}."
+
+
 def write_study_table(run_dirs: list[Path], out: Path) -> str:
-    """The paper's Table 1 over several run folders (one property each): ✓ where WTS trust holds."""
+    """The paper's Table 1 over several run folders (one property each): ✓ where WTS trust holds, then each
+    cell set against the paper's with its bootstrap p-values, the agreement count and a generated sentence
+    per disagreement. Also ``table1.json`` with the same content."""
     cols = []
     for d in run_dirs:
         s = json.loads((Path(d) / "summary.json").read_text())
-        cols.append((s["property"], s["wts_trust"]))
-    lines = ["| strategy | " + " | ".join(p for p, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+        cols.append((s["property"], s["wts_trust"], s.get("collapsed", [])))
+    lines = ["| strategy | " + " | ".join(p for p, _, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     for strategy in STRATEGIES:
         cells = []
-        for _, trust in cols:
+        for _, trust, _ in cols:
             t = trust.get(strategy)
             cells.append("–" if not t else ("✓" if t["holds"] else "×") + ("*" if t.get("significant") else ""))
         lines.append(f"| {STRATEGY_LABELS[strategy]} | " + " | ".join(cells) + " |")
-    text = "\n".join(["# Weak-to-strong trustworthiness (paper Table 1)", "",
-                      "✓ = holds on the means over seeds; * = also significant (paired bootstrap, p < 0.05).", "",
-                      *lines, ""])
+
+    vs = ["| property | strategy | here | paper | agrees | firm | " + " | ".join(
+        ["weak → WTS-Naive", "weak → WTS-Aux", "WTS-Naive → ceiling", "WTS-Aux → ceiling"]) + " |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    cells_json, notes = [], []
+    for prop, trust, collapsed in cols:
+        for strategy in STRATEGIES:
+            t = trust.get(strategy)
+            paper = PAPER_TABLE1.get(prop, {}).get(strategy)
+            if not t or paper is None:
+                continue
+            agree = t["holds"] == paper
+            by_pair = {(c["less"], c["more"]): c for c in t["comparisons"]}
+            pcells = []
+            for pair in (("weak", "wts_naive"), ("weak", "wts_aux"), ("wts_naive", "strong_ceiling"),
+                         ("wts_aux", "strong_ceiling")):
+                c = by_pair.get(pair)
+                pcells.append("–" if not c else ("✓" if c["holds"] else "×")
+                              + (f" p={c['p_value']:.3f}" if "p_value" in c else ""))
+            vs.append(f"| {prop} | {STRATEGY_LABELS[strategy]} | {'✓' if t['holds'] else '×'} | "
+                      f"{'✓' if paper else '×'} | {'yes' if agree else '**no**'} | {'yes' if _firm(t) else 'no'} | "
+                      + " | ".join(pcells) + " |")
+            cell = {"property": prop, "strategy": strategy, "here": t["holds"], "paper": paper, "agrees": agree,
+                    "firm": _firm(t), "significant": t.get("significant"), "comparisons": t["comparisons"],
+                    "means": t["means"]}
+            if not agree:
+                cell["why"] = disagreement(prop, strategy, t, paper, collapsed)
+                notes.append(f"- {cell['why']}")
+            cells_json.append(cell)
+    n_agree = sum(c["agrees"] for c in cells_json)
+    n_firm = sum(c["agrees"] and c["firm"] for c in cells_json)
+    text = "\n".join([
+        "# Weak-to-strong trustworthiness (paper Table 1)", "",
+        "✓ = holds on the means over seeds (both WTS models more trustworthy than the weak model, the ceiling more "
+        "than both); * = also significant (paired bootstrap, p < 0.05 for every comparison).", "", *lines, "",
+        "## Set against the paper", "",
+        f"**{n_agree} of {len(cells_json)} cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
+        "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95). "
+        "p = the share of bootstrap resamples in which a comparison fails (small: it holds; near 1: it is reversed).",
+        "", *vs, "", "### Why the disagreeing cells differ", "", *(notes or ["- none"]), ""])
     atomic_write_text(Path(out) / "table1.md", text)
+    atomic_write_json(Path(out) / "table1.json", {"agree": n_agree, "firm": n_firm, "cells": cells_json})
     return text

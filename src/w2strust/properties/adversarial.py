@@ -63,6 +63,7 @@ class AdversarialRobustness(TrustProperty):
     trust_metric = "adv_accuracy"
     higher_is_better = True
     lambda_meaning = "weight of the adversarial term: (1 − λ)·loss(clean) + λ·loss(adversarial)"
+    other_trust_metrics = {"advglue_accuracy": True}  # the human-validated AdvGLUE dev set, an external test
     lambda_grid = (0.0, 0.1, 0.3, 0.5, 0.7)  # the paper's A1 finds the best trade-off near 0.3-0.4
     description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
                    "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
@@ -85,6 +86,15 @@ class AdversarialRobustness(TrustProperty):
                           weak_train=dict(lr=1e-4, epochs=4, batch_size=32, max_length=64),
                           strong_train=dict(lr=5e-5, epochs=4, batch_size=32, max_length=64),
                           data=dict(n_weak=100_000, n_wts=100_000, n_test=0), eval_batch_size=128),
+            # The bundled pair on every offline sentence: the surrogate's 1,500 and all 5,420 others attacked
+            # (~2,500 triplets at quick's success rate, so D_T ≈ 500: a standard error of ≈ 2 points), 3 seeds,
+            # the ceiling's λ by rule. For a GPU without the Hub (the attack is ~25 min on 2 CPU cores).
+            "full": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0, 1, 2],
+                         lambda_weak=0.3, lambda_wts=0.3, lambda_ceiling="auto", alpha_max=0.1, aux_warmup=0.2,
+                         weak_train=dict(lr=1e-4, epochs=6, batch_size=32, max_length=64),
+                         strong_train=dict(lr=5e-5, epochs=6, batch_size=32, max_length=64),
+                         data=dict(n_weak=100_000, n_wts=100_000, n_test=0), eval_batch_size=512, n_bootstrap=1000,
+                         extra=dict(n_surrogate=1500, n_attack=5420)),
             # The paper: AdvGLUE++ (six tasks, Hub), Pythia 14M -> 410M, λ = 0.3, α = 0.1, 6 epochs.
             "paper": dict(weak_model="pythia-14m", strong_model="pythia-410m", seeds=[0, 1, 2],
                           lambda_weak=0.3, lambda_wts=0.3, lambda_ceiling=0.3, alpha_max=0.1, aux_warmup=0.2,

@@ -27,6 +27,9 @@ class TrustProperty:
     task_metric: str = "task_accuracy"  # the performance metric shown beside the trust metric
     task_higher_is_better: bool = True  # for task_metric (privacy's perplexity: lower is better)
     lambda_meaning: str = "regulariser weight"  # what λ_W / λ_WTS / λ_ceiling mean for this property
+    # Second trust metrics drawn like Figure 2 (paper A10: equalized odds; A11: membership inference): name ->
+    # higher is more trustworthy.
+    other_trust_metrics: dict[str, bool] = {}
     lambda_grid: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)  # candidates of lambda_ceiling: auto (0 = reference)
     description: str = ""
     key_extra: dict[str, Any] = {}  # put in every stage key: change it when what λ means changes

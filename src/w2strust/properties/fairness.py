@@ -47,6 +47,7 @@ class Fairness(TrustProperty):
     name = "fairness"
     trust_metric = "dpd"
     higher_is_better = False
+    other_trust_metrics = {"eo_tpr_gap": False}  # paper Figure A10: equalized odds (true-positive-rate gap)
     description = "Adult census income, protected attribute sex; |DPD| and equalized-odds gaps (fairlearn)"
 
     def presets(self) -> dict[str, dict[str, Any]]:
@@ -63,8 +64,10 @@ class Fairness(TrustProperty):
                           strong_train=dict(lr=1e-4, epochs=2, batch_size=32, max_length=72),
                           data=dict(n_weak=2000, n_wts=1500, n_test=2000), eval_batch_size=128),
             # The bundled pair at the paper's data scale (all of Adult) and 3 seeds: a GPU without the Hub.
+            # The ceiling's λ is chosen by the stated rule from its own sweep (lambda_ceiling: auto, README):
+            # on the full run a hand-set λ = 3 ceiling was less fair than the Weak+WTS TFT students.
             "full": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0, 1, 2],
-                         lambda_weak=3.0, lambda_wts=3.0, lambda_ceiling=3.0,
+                         lambda_weak=3.0, lambda_wts=3.0, lambda_ceiling="auto", ceiling_lambdas=[0, 1, 3, 10, 30],
                          weak_train=dict(lr=2e-4, epochs=2, batch_size=64, max_length=72),
                          strong_train=dict(lr=1e-4, epochs=2, batch_size=64, max_length=72),
                          data=dict(n_weak=16000, n_wts=16000, n_test=0), eval_batch_size=512, n_bootstrap=1000),

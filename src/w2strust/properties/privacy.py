@@ -55,6 +55,7 @@ class Privacy(TrustProperty):
     trust_metric = "extraction_rate"
     higher_is_better = False
     task_metric = "perplexity"
+    other_trust_metrics = {"mia_auc": False}  # paper Figure A11: membership inference (loss attack AUC)
     task_higher_is_better = False
     lambda_meaning = "target DP ε (0 = no DP)"
     lambda_grid = (0.0, 1.0, 4.0, 8.0)  # ε; 0 (no DP) is the reference. ceiling_max_drop is in perplexity units here
@@ -79,6 +80,15 @@ class Privacy(TrustProperty):
                           data=dict(n_weak=32, n_wts=32, n_test=32), eval_batch_size=16,
                           extra=dict(lora_rank=16, lora_layers=8, prefix_tokens=24, suffix_tokens=16,
                                      prompt_tokens=32, gen_tokens=32, n_eval=32, n_pii=16, pii_context=24)),
+            # The bundled decoders on all 3,073 offline e-mails (1,200 / 1,200 / 673), 3 seeds; 500 training e-mails
+            # per model for extraction and MIA (standard error of the extraction rate ≈ 1 point). ε = 8 for every
+            # DP model, as in the paper: ε is a privacy budget fixed in advance, not a knob tuned on test leakage.
+            "full": dict(weak_model="smollm2-135m", strong_model="gemma3-270m", seeds=[0, 1, 2],
+                         lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0, n_bootstrap=1000,
+                         weak_train=dict(lr=3e-3, epochs=4, batch_size=16, max_length=128),
+                         strong_train=dict(lr=3e-3, epochs=4, batch_size=16, max_length=128),
+                         data=dict(n_weak=1200, n_wts=1200, n_test=673), eval_batch_size=64,
+                         extra=dict(lora_rank=16, n_eval=500, n_pii=200)),
             # The paper's setting (Pythia 14M -> 410M, 10,000 e-mails from the Hub); for a GPU machine.
             "paper": dict(weak_model="pythia-14m", strong_model="pythia-410m", seeds=[0, 1, 2],
                           lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0,
