@@ -25,6 +25,29 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda")
 
 
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution (see README: Scale)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="local worker processes running stages in parallel (default 1 = this process); "
+                        "with --executor ray: most stages in flight (default: as many as Ray schedules)")
+    g.add_argument("--per-gpu", type=int, default=1, metavar="K",
+                   help="stages sharing one GPU (worker i uses GPU i // K); default 1")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per stage (default: the cores split between the workers; ray: 1)")
+    g.add_argument("--executor", default="local", help="local (default) or ray")
+    g.add_argument("--ray-address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)")
+    g.add_argument("--retries", type=int, default=2, help="retries of a stage whose worker died (default 2)")
+
+
+def _executor_options(args):
+    from .scheduler import ExecutorOptions
+
+    opts = ExecutorOptions(executor=args.executor, workers=args.workers, per_gpu=args.per_gpu, threads=args.threads,
+                           ray_address=args.ray_address, retries=args.retries)
+    opts.check()
+    return opts
+
+
 def _build(args, prop: str | None = None):
     from .config import build_config, parse_overrides
 
@@ -53,25 +76,39 @@ def cmd_run(args) -> None:
     _check_models(cfg)
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}")
     started = time.time()
-    runner = run_experiment(cfg, out, Path(args.cache) if args.cache else None)
+    runner = run_experiment(cfg, out, Path(args.cache) if args.cache else None, _executor_options(args))
     _print_summary(out)
     print(f"\n{len(runner.trained)} model(s) trained, the rest loaded from {runner.cache}; "
           f"wall time {time.time() - started:.0f}s. Report: {out / 'report.md'}")
 
 
 def cmd_study(args) -> None:
-    from .pipeline import run_experiment
-    from .report import write_study_table
+    from .config import parse_overrides
+    from .study import dry_run, load_study, run_study
 
-    out = Path(args.out or f"runs/study-{args.preset}")
-    props = [p.strip() for p in args.properties.split(",") if p.strip()]
-    cfgs = [_build(args, p) for p in props]  # validate every config before training anything
-    for cfg in cfgs:
+    if not args.study_file and not args.properties:
+        raise W2SError("give a study file (e.g. configs/study-smoke.yaml) or --properties fairness,ood,...")
+    cli = parse_overrides(args.overrides)
+    for key in ("seeds", "strategies", "device"):
+        if getattr(args, key, None):
+            cli[key] = getattr(args, key)
+    if args.data_dir:
+        cli.setdefault("data", {})["data_dir"] = args.data_dir
+    options = _executor_options(args)
+    _, runs = load_study(args.study_file, args.properties, args.preset, cli)  # validates every config first
+    name = Path(args.study_file).stem if args.study_file else f"study-{runs[0].cfg.preset}"
+    out = Path(args.out or f"runs/{name}")
+    cache = Path(args.cache) if args.cache else out / "cache"
+    if args.dry_run:
+        print(dry_run(runs, cache, max(1, options.workers)), end="")
+        return
+    for cfg in {id(r.cfg): r.cfg for r in runs}.values():
         _check_models(cfg)
-    for cfg in cfgs:
-        run_experiment(cfg, out / cfg.property, Path(args.cache) if args.cache else None)
-    write_study_table([out / c.property for c in cfgs], out)
+    started = time.time()
+    trained = run_study(runs, out, cache, options, args.study_file)
     print((out / "table1.md").read_text())
+    print(f"{len(runs)} run folder(s) under {out} (index: {out / 'study.json'}); {len(trained)} stage(s) trained, "
+          f"the rest loaded from {cache}; wall time {time.time() - started:.0f}s. Stage log: {out / 'stages.log'}")
 
 
 def cmd_sweep(args) -> None:
@@ -88,7 +125,8 @@ def cmd_sweep(args) -> None:
     cfg = _build(args)
     _check_models(cfg)
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}-sweep-{args.role}")
-    result = run_sweep(cfg, args.role, lambdas, out, Path(args.cache) if args.cache else None, args.max_drop)
+    result = run_sweep(cfg, args.role, lambdas, out, Path(args.cache) if args.cache else None, args.max_drop,
+                       _executor_options(args))
     trust, task = result["trust_metric"], result["task_metric"]
     print(f"\n{cfg.property} {args.role} λ sweep ({out / 'tradeoff.png'}):")
     for p in result["points"]:
@@ -166,12 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(p)
     p.add_argument("--out", help="output folder (default runs/<property>-<preset>)")
     p.add_argument("--cache", help="artefact cache folder (default <out>/cache); share it between runs to reuse models")
+    _executor_args(p)
     p.set_defaults(fn=cmd_run)
-    p = sub.add_parser("study", help="run several properties with one preset and write the combined Table 1")
-    p.add_argument("--properties", default="fairness", help="comma-separated, e.g. fairness,ood,adversarial,privacy")
-    for a in ("--preset", "--config", "--seeds", "--strategies", "--data-dir", "--device", "--out", "--cache"):
-        p.add_argument(a, default="quick" if a == "--preset" else None)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = sub.add_parser("study", help="run a study file (properties x strategies x seeds x sweeps) as one stage graph; "
+                                     "writes a run folder per property and sweep point, study.json and Table 1")
+    p.add_argument("study_file", nargs="?", help="study YAML, e.g. configs/study-smoke.yaml (see README: Studies)")
+    p.add_argument("--properties", help="comma-separated properties (overrides the file's; or use without a file)")
+    p.add_argument("--preset", help="preset for every run (overrides the file's; default quick)")
+    for a in ("--seeds", "--strategies", "--data-dir", "--device"):
+        p.add_argument(a)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run (applied after the study file)")
+    p.add_argument("--out", help="output folder (default runs/<study file name>)")
+    p.add_argument("--cache", help="artefact cache folder (default <out>/cache); on a cluster: shared storage")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the stages, how many are cached and the time left (from recorded stage times)")
+    _executor_args(p)
     p.set_defaults(fn=cmd_study)
     p = sub.add_parser("sweep", help="λ trade-off curve of the weak model or strong ceiling (paper Fig. A1)")
     _config_args(p)
@@ -181,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="largest task-metric drop accepted when suggesting λ (default 0.015)")
     p.add_argument("--out", help="output folder (default runs/<property>-<preset>-sweep-<role>)")
     p.add_argument("--cache", help="artefact cache folder; pass a run's cache to reuse its models")
+    _executor_args(p)
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("report", help="rebuild summary.json, report.md and figures from run folders")
     p.add_argument("run_dirs", nargs="+")

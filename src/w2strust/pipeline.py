@@ -9,27 +9,16 @@ of ``weak_tft`` and ``weak_wts_tft``, the strong ceiling of all three).
 
 from __future__ import annotations
 
-import gc
 import json
-import os
-import shutil
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from datasets import concatenate_datasets
-from tqdm.auto import tqdm
-
-from . import models, properties
+from . import properties
+from .cache import StageCache
 from .config import AUTO, ExperimentConfig, save_yaml
-from .data import Splits
 from .io import atomic_write_json, atomic_write_text, content_key
-from .losses import AuxConfidenceLoss
-from .train import predict_proba, resolve_device, train_classifier
+from .scheduler import ExecutorOptions, Job, label, run_jobs
 
 CACHE_VERSION = 1  # bump when a change to the code invalidates cached artefacts
 
@@ -140,155 +129,47 @@ def select_ceiling(cfg: ExperimentConfig, stubs: list[dict[str, Any]], load_meta
 
 
 class Runner:
-    """Executes a plan against a cache folder; every artefact is written atomically."""
+    """Plans one experiment and has its stages run by the scheduler; writes ``results.jsonl``."""
 
-    def __init__(self, cfg: ExperimentConfig, out: Path, cache: Path | None = None):
+    def __init__(self, cfg: ExperimentConfig, out: Path, cache: Path | None = None,
+                 options: ExecutorOptions | None = None):
         self.cfg = cfg
         self.out = Path(out)
         self.cache = Path(cache) if cache else self.out / "cache"
-        self.prop = properties.get(cfg.property)
-        self.device = resolve_device(cfg.device)
-        self._splits: dict[int, Splits] = {}
-        self.trained: list[str] = []  # stage dirs trained in this process (the tests read it)
-
-    def splits(self, seed: int) -> Splits:
-        if seed not in self._splits:
-            self._splits = {seed: self.prop.load_splits(self.cfg, seed)}  # keep one seed in memory
-        return self._splits[seed]
+        self.options = options or ExecutorOptions()
+        self.trained: list[str] = []  # stage dirs trained by this runner (the tests read it)
 
     def run(self) -> list[dict[str, Any]]:
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(self.cfg, self.out / "config.yaml")
         stages, stubs = plan(self.cfg)
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
-        if self.cfg.lambda_ceiling == AUTO:
-            select_ceiling(self.cfg, stubs, self.load_meta, self.out)
-        records = [{**stub, "metrics": self.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
-        atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-        return records
+        return write_results(self.out, self.cfg, stubs, self.cache)
 
     def execute_all(self, stages: list[Stage], desc: str) -> None:
-        """Train every stage that is not in the cache yet (in the given, dependency-respecting order)."""
-        with tqdm(stages, desc=desc, unit="model", dynamic_ncols=True) as bar:
-            for stage in bar:
-                bar.set_postfix_str(f"seed {stage.seed} {stage.kind} {stage.spec['model']} λ={stage.spec['lambda']}")
-                if not (self.cache / stage.dirname / "meta.json").exists():
-                    self._execute(stage)
+        """Bring every stage into the cache (training those that are missing or damaged)."""
+        jobs = [Job(s, self.cfg, label(self.cfg, s)) for s in stages]
+        trained = run_jobs(jobs, self.cache, self.options, log_path=self.out / "stages.log", desc=desc)
+        self.trained += [t["stage"] for t in trained]
 
     def load_meta(self, stage: Stage | str) -> dict[str, Any]:
-        dirname = stage.dirname if isinstance(stage, Stage) else stage
-        return json.loads((self.cache / dirname / "meta.json").read_text())
-
-    # ------------------------------------------------------------------ one stage
-    def _setup(self, stage: Stage):
-        """What every stage starts from: its seed's splits, its role's model name and training config."""
-        is_weak = stage.kind == "weak"
-        name = self.cfg.weak_model if is_weak else self.cfg.strong_model
-        tcfg = self.cfg.weak_train if is_weak else self.cfg.strong_train
-        return self.splits(stage.seed), is_weak, name, tcfg, time.time()
-
-    def _execute(self, stage: Stage) -> None:
-        if self.prop.task == "generation":
-            return self._execute_lm(stage)
-        cfg, prop = self.cfg, self.prop
-        splits, is_weak, name, tcfg, started = self._setup(stage)
-        torch.manual_seed(stage.seed)  # classifier-head initialisation
-        model, tok = models.build_classifier(name, prop.num_labels)
-        make_loss = None
-        if stage.kind == "wts":
-            weak_labels = np.load(self.cache / f"weak-{stage.depends}" / "weak_labels.npy")
-            ds, targets = splits.wts, weak_labels
-            aux = stage.spec["aux"]
-            if aux:
-                positive_rate = float((weak_labels.argmax(-1) == 1).mean())
-
-                def make_loss(total_steps: int) -> AuxConfidenceLoss:
-                    return AuxConfidenceLoss(total_steps, aux["alpha_max"], aux["warmup"], positive_rate, aux["buffer"])
-        else:
-            ds = splits.weak if is_weak else concatenate_datasets([splits.weak, splits.wts])
-            targets = np.eye(prop.num_labels, dtype=np.float32)[np.asarray(ds["label"])]
-        desc = f"seed {stage.seed} {stage.kind}{'-aux' if stage.spec.get('aux') else ''} {name}"
-        log = train_classifier(model, tok, ds, targets, tcfg, prop, stage.spec["lambda"], stage.seed, self.device,
-                               make_task_loss=make_loss, desc=desc)
-
-        def predict(dataset, column: str = "text") -> np.ndarray:
-            return predict_proba(model, tok, dataset, column, tcfg.max_length, cfg.eval_batch_size, self.device,
-                                 desc=f"{desc} eval")
-
-        preds = prop.predict(predict, splits)
-        metrics = prop.metrics(preds, prop.test_columns(splits))
-        meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                                "model": name, "train": log, "metrics": metrics}
-
-        def write(tmp: Path) -> None:
-            np.savez_compressed(tmp / "preds.npz", **preds)
-            if is_weak:  # stage 2: the weak model's soft labels on D_WTS
-                weak_labels = predict(splits.wts)
-                np.save(tmp / "weak_labels.npy", weak_labels)
-                meta["weak_label_accuracy"] = float((weak_labels.argmax(-1) == np.asarray(splits.wts["label"])).mean())
-            if cfg.save_models:
-                model.save_pretrained(tmp / "model", safe_serialization=True)
-                tok.save_pretrained(tmp / "model")
-
-        self._commit(stage, meta, write, started, desc)
-        gc.collect()  # the model goes out of scope here: release its memory before the next stage
-
-    def _execute_lm(self, stage: Stage) -> None:
-        """A causal-LM stage (task = "generation"): fine-tune (DP when λ = ε > 0), evaluate leakage on the
-        model's own training e-mails, and for the weak stage generate the WTS training text."""
-        from .train_lm import train_causal_lm
-
-        cfg, prop = self.cfg, self.prop
-        splits, is_weak, name, tcfg, started = self._setup(stage)
-        weak_outputs = None
-        if stage.kind == "wts":
-            weak_outputs = json.loads((self.cache / f"weak-{stage.depends}" / "weak_outputs.json").read_text())
-        texts = prop.lm_train_texts(stage.kind, splits, weak_outputs)
-        model, tok = models.build_causal_lm(name)
-        desc = f"seed {stage.seed} {stage.kind} {name}"
-        model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
-                                     self.device, desc=desc)
-        preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, self.device, tcfg.max_length)
-        metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
-        meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                                "model": name, "train": log, "metrics": metrics}
-
-        def write(tmp: Path) -> None:
-            np.savez_compressed(tmp / "preds.npz", **preds)
-            if is_weak:  # stage 2: the weak model's generations are the WTS training data (the user's own cache)
-                atomic_write_json(tmp / "weak_outputs.json", prop.lm_weak_outputs(model, tok, splits, cfg, self.device,
-                                                                                  stage.seed))
-            if cfg.save_models:
-                model.save_pretrained(tmp / "model", safe_serialization=True)
-                tok.save_pretrained(tmp / "model")
-
-        self._commit(stage, meta, write, started, desc)
-        gc.collect()  # the model goes out of scope here: release its memory before the next stage
-
-    def _commit(self, stage: Stage, meta: dict[str, Any], write, started: float, desc: str) -> None:
-        """Write a stage's files into a hidden temp folder, then rename it into place (whole or not at all)."""
-        tmp = Path(tempfile.mkdtemp(prefix=f".{stage.dirname}-", dir=self._ensure_cache()))
-        try:
-            write(tmp)
-            meta["seconds"] = round(time.time() - started, 1)
-            atomic_write_json(tmp / "meta.json", meta)
-            final = self.cache / stage.dirname
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self.trained.append(stage.dirname)
-        tqdm.write(f"  {stage.dirname}: {desc} trained in {meta['seconds']:.0f}s  "
-                   + " ".join(f"{k}={v:.3f}" for k, v in meta["metrics"].items() if "/" not in k))
-
-    def _ensure_cache(self) -> Path:
-        self.cache.mkdir(parents=True, exist_ok=True)
-        return self.cache
+        return StageCache(self.cache).load_meta(stage.dirname if isinstance(stage, Stage) else stage)
 
 
-def run_experiment(cfg: ExperimentConfig, out: Path, cache: Path | None = None) -> Runner:
-    runner = Runner(cfg, out, cache)
+def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+    """``results.jsonl``: the record stubs of a plan with each artefact's test metrics filled in (and, for
+    ``lambda_ceiling: auto``, the ceiling chosen among its trained candidates)."""
+    store = StageCache(cache)
+    if cfg.lambda_ceiling == AUTO:
+        select_ceiling(cfg, stubs, store.load_meta, out)
+    records = [{**stub, "metrics": store.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
+    atomic_write_text(Path(out) / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    return records
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, cache: Path | None = None,
+                   options: ExecutorOptions | None = None) -> Runner:
+    runner = Runner(cfg, out, cache, options)
     runner.run()
     from .report import write_report
 

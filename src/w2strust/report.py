@@ -324,18 +324,20 @@ def disagreement(prop: str, strategy: str, t: dict[str, Any], paper: bool, colla
     return f"**{prop} / {STRATEGY_LABELS[strategy]}**: {text}."
 
 
-def write_study_table(run_dirs: list[Path], out: Path) -> str:
-    """The paper's Table 1 over several run folders (one property each): ✓ where WTS trust holds, then each
-    cell set against the paper's with its bootstrap p-values, the agreement count and a generated sentence
-    per disagreement. Also ``table1.json`` with the same content."""
+def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> str:
+    """The paper's Table 1 over several run folders (one property each, or one per sweep point: ``labels``
+    names the columns then): ✓ where WTS trust holds, then each cell set against the paper's with its bootstrap
+    p-values, the agreement count and a generated sentence per disagreement. Also ``table1.json`` with the same
+    content."""
     cols = []
-    for d in run_dirs:
+    for i, d in enumerate(run_dirs):
         s = json.loads((Path(d) / "summary.json").read_text())
-        cols.append((s["property"], s["wts_trust"], s.get("collapsed", [])))
-    lines = ["| strategy | " + " | ".join(p for p, _, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+        cols.append((s["property"], s["wts_trust"], s.get("collapsed", []),
+                     labels[i] if labels else s["property"]))
+    lines = ["| strategy | " + " | ".join(c[3] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for strategy in STRATEGIES:
         cells = []
-        for _, trust, _ in cols:
+        for _, trust, _, _ in cols:
             t = trust.get(strategy)
             cells.append("–" if not t else ("✓" if t["holds"] else "×") + ("*" if t.get("significant") else ""))
         lines.append(f"| {STRATEGY_LABELS[strategy]} | " + " | ".join(cells) + " |")
@@ -344,7 +346,7 @@ def write_study_table(run_dirs: list[Path], out: Path) -> str:
         ["weak → WTS-Naive", "weak → WTS-Aux", "WTS-Naive → ceiling", "WTS-Aux → ceiling"]) + " |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     cells_json, notes = [], []
-    for prop, trust, collapsed in cols:
+    for prop, trust, collapsed, column in cols:
         for strategy in STRATEGIES:
             t = trust.get(strategy)
             paper = PAPER_TABLE1.get(prop, {}).get(strategy)
@@ -358,14 +360,15 @@ def write_study_table(run_dirs: list[Path], out: Path) -> str:
                 c = by_pair.get(pair)
                 pcells.append("–" if not c else ("✓" if c["holds"] else "×")
                               + (f" p={c['p_value']:.3f}" if "p_value" in c else ""))
-            vs.append(f"| {prop} | {STRATEGY_LABELS[strategy]} | {'✓' if t['holds'] else '×'} | "
+            vs.append(f"| {column} | {STRATEGY_LABELS[strategy]} | {'✓' if t['holds'] else '×'} | "
                       f"{'✓' if paper else '×'} | {'yes' if agree else '**no**'} | {'yes' if _firm(t) else 'no'} | "
                       + " | ".join(pcells) + " |")
-            cell = {"property": prop, "strategy": strategy, "here": t["holds"], "paper": paper, "agrees": agree,
+            cell = {"property": prop, "run": column, "strategy": strategy, "here": t["holds"], "paper": paper,
+                    "agrees": agree,
                     "firm": _firm(t), "significant": t.get("significant"), "comparisons": t["comparisons"],
                     "means": t["means"]}
             if not agree:
-                cell["why"] = disagreement(prop, strategy, t, paper, collapsed)
+                cell["why"] = disagreement(column, strategy, t, paper, collapsed)
                 notes.append(f"- {cell['why']}")
             cells_json.append(cell)
     n_agree = sum(c["agrees"] for c in cells_json)

@@ -28,9 +28,9 @@ RULE = ("the most trustworthy λ whose {task} is at most {max_drop:g} worse than
 
 
 def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path, cache: Path | None = None,
-              max_drop: float = 0.015) -> dict[str, Any]:
+              max_drop: float = 0.015, options=None) -> dict[str, Any]:
     prop = properties.get(cfg.property)
-    runner = Runner(cfg, out, cache)
+    runner = Runner(cfg, out, cache, options)
     build = weak_stage if role == "weak" else ceiling_stage
     stages = [(lam, build(cfg, seed, lam)) for lam in lambdas for seed in cfg.seeds]
     runner.execute_all([s for _, s in stages], desc=f"{cfg.property} λ sweep ({role})")
