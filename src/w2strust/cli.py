@@ -107,6 +107,7 @@ def cmd_study(args) -> None:
     started = time.time()
     trained = run_study(runs, out, cache, options, args.study_file)
     print((out / "table1.md").read_text())
+    print(f"Study report (Table 1 vs the paper, every curve): {out / 'report.md'}")
     print(f"{len(runs)} run folder(s) under {out} (index: {out / 'study.json'}); {len(trained)} stage(s) trained, "
           f"the rest loaded from {cache}; wall time {time.time() - started:.0f}s. Stage log: {out / 'stages.log'}")
 

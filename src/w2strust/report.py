@@ -289,10 +289,13 @@ FIRM_P = 0.05  # a verdict is "firm" when the bootstrap backs it: ✓ with every
 
 
 def _firm(t: dict[str, Any]) -> bool:
-    ps = [c.get("p_value") for c in t["comparisons"]]
-    if any(p is None for p in ps):
+    comps = t["comparisons"]
+    if any(c.get("p_value") is None for c in comps):
         return False
-    return all(p < FIRM_P for p in ps) if t["holds"] else any(p > 1 - FIRM_P for p in ps)
+    if t["holds"]:
+        return all(c["p_value"] < FIRM_P for c in comps)
+    # a tie (e.g. two collapsed models, 0.000 vs 0.000) fails every resample but is no reversal
+    return any(c["p_value"] > 1 - FIRM_P and t["means"][c["less"]] != t["means"][c["more"]] for c in comps)
 
 
 def _side(c: dict[str, Any], means: dict[str, float]) -> str:
@@ -379,7 +382,8 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
         "than both); * = also significant (paired bootstrap, p < 0.05 for every comparison).", "", *lines, "",
         "## Set against the paper", "",
         f"**{n_agree} of {len(cells_json)} cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
-        "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95). "
+        "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95, not "
+        "tied). "
         "p = the share of bootstrap resamples in which a comparison fails (small: it holds; near 1: it is reversed).",
         "", *vs, "", "### Why the disagreeing cells differ", "", *(notes or ["- none"]), ""])
     atomic_write_text(Path(out) / "table1.md", text)
