@@ -176,3 +176,6 @@ def test_shipped_analyses_study_draws_every_figure(tmp_path):
     for name in ("figure2.png", "figure2-eo_tpr_gap.png", "ceiling-tradeoff.png"):
         assert (base / name).exists()
     assert json.loads((base / "ceiling.json").read_text())["suggested_lambda"] in (0, 2)
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0  # a study folder: rebuilt from its run folders alone
+    assert (out / "report.md").read_text() == report

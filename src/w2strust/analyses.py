@@ -2,7 +2,7 @@
 link to each run's own report (Figure 2, the ceiling's λ curve). Written to ``<study>/report.md``.
 
 The figures are drawn from the run folders alone (``config.yaml`` + ``results.jsonl``), so the report can be
-rebuilt at any time with ``w2strust report --study DIR`` and never holds hand-written numbers.
+rebuilt at any time with ``w2strust report STUDY_DIR`` and never holds hand-written numbers.
 """
 
 from __future__ import annotations

@@ -141,6 +141,18 @@ def cmd_report(args) -> None:
     from .report import write_report, write_study_table
 
     dirs = [Path(d) for d in args.run_dirs]
+    if len(dirs) == 1 and (dirs[0] / "study.json").exists():  # a study folder: every run, Table 1, study report
+        from .analyses import write_study_report
+        from .study import load_index
+
+        study, runs = dirs[0], load_index(dirs[0])["runs"]
+        for r in runs:
+            write_report(study / r["dir"])
+        write_study_table([study / r["dir"] for r in runs], study, labels=[r["dir"].replace("__", ", ") for r in runs])
+        write_study_report(study, [study / r["dir"] for r in runs])
+        print((study / "table1.md").read_text())
+        print(f"Study report: {study / 'report.md'}")
+        return
     for d in dirs:
         write_report(d)
         _print_summary(d)
