@@ -16,9 +16,11 @@ from .curves import study_curves
 from .io import atomic_write_text
 
 
-def write_study_report(out: Path, run_dirs: list[Path], title: str = "w2strust study") -> dict[str, Any]:
+def write_study_report(out: Path, run_dirs: list[Path]) -> dict[str, Any]:
     """``<out>/report.md`` (+ ``<out>/curves/``) for a study whose ``table1.md`` is already written."""
     out = Path(out)
+    index = json.loads((out / "study.json").read_text()) if (out / "study.json").exists() else {}
+    title = f"w2strust study {Path(index['study_file']).name}" if index.get("study_file") else "w2strust study"
     docs = study_curves(run_dirs, out / "curves")
     table = (out / "table1.md").read_text() if (out / "table1.md").exists() else ""
     lines = [f"# {title}", ""]

@@ -214,8 +214,7 @@ def run_study(runs: list[StudyRun], out: Path, cache: Path, options, study_file:
                       labels=[r.dir.replace("__", ", ") for r in runs])
     from .analyses import write_study_report
 
-    title = f"w2strust study {Path(study_file).name}" if study_file else "w2strust study"
-    write_study_report(out, [out / r.dir for r in runs], title)
+    write_study_report(out, [out / r.dir for r in runs])
     return [t["stage"] for t in trained]
 
 
