@@ -32,7 +32,7 @@ from .report import ROLE_LABELS, STRATEGY_LABELS, load_results, summarise
 
 # Keys that never make two runs different experiments (where and how fast, not what).
 NOT_A_SETTING = {"seeds", "preset", "data.data_dir", "device", "eval_batch_size", "n_bootstrap", "save_models",
-                 "strategies", "precision", "workers"}
+                 "strategies"}
 MODEL_KEYS = ("strong_model", "weak_model")
 COLOURS = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
 
