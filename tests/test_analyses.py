@@ -1,6 +1,7 @@
 """The paper's analyses: sensitivity curves, the ceiling's λ by rule, relative OOD noise, Table 1 vs the paper."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,9 @@ def _fake_run(path, overrides, dpd_of, seeds=(0, 1)):
 def test_curves_plot_every_role_against_the_varied_key_with_std_over_seeds(tmp_path):
     runs = [_fake_run(tmp_path / f"lam{lam}", {"lambda_wts": lam}, lambda c, s, k: c.lambda_wts / 10 + k / 100)
             for lam in (0.5, 2.0, 5.0)]
-    doc = write_curves(runs, tmp_path / "out")
+    dup = tmp_path / "lam2.0-again"  # the same experiment under a second name (a study's shared base point)
+    shutil.copytree(runs[1], dup)
+    doc = write_curves([*runs, dup], tmp_path / "out")
     assert doc["key"] == "lambda_wts" and [p["x"] for p in doc["points"]] == [0.5, 2.0, 5.0]
     st = doc["points"][1]["metrics"]["weak_wts_tft"]["wts_aux"]["dpd"]
     assert st["n"] == 2 and st["mean"] == pytest.approx(0.2 + 0.02 + 0.005)
@@ -171,6 +174,8 @@ def test_shipped_analyses_study_draws_every_figure(tmp_path):
             assert png.read_bytes()[:4] == b"\x89PNG" and f"{kind}-{key}.png" in report
     doc = json.loads((out / "curves" / "fairness" / "curve-strong_model.json").read_text())
     assert doc["fixed"] == {"weak_model": "tiny-bert"} and len(doc["points"]) == 2
+    # the base point is shared by every grid (several folders): one seed is counted once
+    assert all(r["dpd"]["n"] == 1 for p in doc["points"] for s in p["metrics"].values() for r in s.values())
     assert "cells agree with the paper's Table 1" in report
     base = out / "fairness" / "lambda_wts=2"
     for name in ("figure2.png", "figure2-eo_tpr_gap.png", "ceiling-tradeoff.png"):
