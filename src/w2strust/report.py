@@ -332,8 +332,14 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
     names the columns then): ✓ where WTS trust holds, then each cell set against the paper's with its bootstrap
     p-values, the agreement count and a generated sentence per disagreement. Also ``table1.json`` with the same
     content."""
-    cols = []
+    cols, seen = [], set()
     for i, d in enumerate(run_dirs):
+        results = Path(d) / "results.jsonl"
+        if results.exists():  # a study's grids share their base point under several names: one column each
+            same = frozenset((r["strategy"], r["role"], r["seed"], r["artefact"]) for r in load_results(Path(d)))
+            if same in seen:
+                continue
+            seen.add(same)
         s = json.loads((Path(d) / "summary.json").read_text())
         cols.append((s["property"], s["wts_trust"], s.get("collapsed", []),
                      labels[i] if labels else s["property"]))
