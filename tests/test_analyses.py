@@ -1,6 +1,8 @@
 """The paper's analyses: sensitivity curves, the ceiling's λ by rule, relative OOD noise, Table 1 vs the paper."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from w2strust.errors import W2SError
 from w2strust.pipeline import plan
 from w2strust.properties import get
 from w2strust.report import PAPER_TABLE1, write_study_table
+from w2strust.study import load_study
 from w2strust.sweep import suggest
 
 ROLES = ("weak", "wts_naive", "wts_aux", "strong_ceiling")
@@ -39,7 +42,9 @@ def _fake_run(path, overrides, dpd_of, seeds=(0, 1)):
 def test_curves_plot_every_role_against_the_varied_key_with_std_over_seeds(tmp_path):
     runs = [_fake_run(tmp_path / f"lam{lam}", {"lambda_wts": lam}, lambda c, s, k: c.lambda_wts / 10 + k / 100)
             for lam in (0.5, 2.0, 5.0)]
-    doc = write_curves(runs, tmp_path / "out")
+    dup = tmp_path / "lam2.0-again"  # the same experiment under a second name (a study's shared base point)
+    shutil.copytree(runs[1], dup)
+    doc = write_curves([*runs, dup], tmp_path / "out")
     assert doc["key"] == "lambda_wts" and [p["x"] for p in doc["points"]] == [0.5, 2.0, 5.0]
     st = doc["points"][1]["metrics"]["weak_wts_tft"]["wts_aux"]["dpd"]
     assert st["n"] == 2 and st["mean"] == pytest.approx(0.2 + 0.02 + 0.005)
@@ -145,3 +150,37 @@ def test_table1_is_set_against_the_paper_cell_by_cell(tmp_path):
     assert "5 of 6 cells agree" in text
     why = next(c["why"] for c in doc["cells"] if not c["agrees"])
     assert "fairness / Weak+WTS TFT" in why and "0.250" in why and "p = 0.990" in why
+
+
+STUDY = Path(__file__).resolve().parents[1] / "configs" / "study-analyses-smoke.yaml"
+CURVE_KEYS = ("lambda_wts", "lambda_weak", "alpha_max", "aux_warmup", "strong_train-epochs", "strong_model")
+
+
+def test_shipped_analyses_study_is_valid_for_all_four_properties():
+    _, runs = load_study(STUDY)
+    assert {r.cfg.property for r in runs} == {"fairness", "ood", "adversarial", "privacy"}
+    assert all(r.cfg.lambda_ceiling == "auto" for r in runs)
+    swept = {k for r in runs if r.cfg.property == "ood" for k in r.point}
+    assert swept == {"lambda_wts", "lambda_weak", "alpha_max", "aux_warmup", "strong_train.epochs", "models"}
+
+
+def test_shipped_analyses_study_draws_every_figure(tmp_path):
+    out = tmp_path / "study"
+    assert main(["study", str(STUDY), "--properties", "fairness", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    for key in CURVE_KEYS:
+        for kind in ("curve", "tradeoff"):
+            png = out / "curves" / "fairness" / f"{kind}-{key}.png"
+            assert png.read_bytes()[:4] == b"\x89PNG" and f"{kind}-{key}.png" in report
+    doc = json.loads((out / "curves" / "fairness" / "curve-strong_model.json").read_text())
+    assert doc["fixed"] == {"weak_model": "tiny-bert"} and len(doc["points"]) == 2
+    # the base point is shared by every grid (several folders): one seed is counted once
+    assert all(r["dpd"]["n"] == 1 for p in doc["points"] for s in p["metrics"].values() for r in s.values())
+    assert "cells agree with the paper's Table 1" in report
+    base = out / "fairness" / "lambda_wts=2"
+    for name in ("figure2.png", "figure2-eo_tpr_gap.png", "ceiling-tradeoff.png"):
+        assert (base / name).exists()
+    assert json.loads((base / "ceiling.json").read_text())["suggested_lambda"] in (0, 2)
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0  # a study folder: rebuilt from its run folders alone
+    assert (out / "report.md").read_text() == report

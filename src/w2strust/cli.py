@@ -107,6 +107,7 @@ def cmd_study(args) -> None:
     started = time.time()
     trained = run_study(runs, out, cache, options, args.study_file)
     print((out / "table1.md").read_text())
+    print(f"Study report (Table 1 vs the paper, every curve): {out / 'report.md'}")
     print(f"{len(runs)} run folder(s) under {out} (index: {out / 'study.json'}); {len(trained)} stage(s) trained, "
           f"the rest loaded from {cache}; wall time {time.time() - started:.0f}s. Stage log: {out / 'stages.log'}")
 
@@ -140,6 +141,18 @@ def cmd_report(args) -> None:
     from .report import write_report, write_study_table
 
     dirs = [Path(d) for d in args.run_dirs]
+    if len(dirs) == 1 and (dirs[0] / "study.json").exists():  # a study folder: every run, Table 1, study report
+        from .analyses import write_study_report
+        from .study import load_index
+
+        study, runs = dirs[0], load_index(dirs[0])["runs"]
+        for r in runs:
+            write_report(study / r["dir"])
+        write_study_table([study / r["dir"] for r in runs], study, labels=[r["dir"].replace("__", ", ") for r in runs])
+        write_study_report(study, [study / r["dir"] for r in runs])
+        print((study / "table1.md").read_text())
+        print(f"Study report: {study / 'report.md'}")
+        return
     for d in dirs:
         write_report(d)
         _print_summary(d)

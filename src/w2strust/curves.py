@@ -32,7 +32,7 @@ from .report import ROLE_LABELS, STRATEGY_LABELS, load_results, summarise
 
 # Keys that never make two runs different experiments (where and how fast, not what).
 NOT_A_SETTING = {"seeds", "preset", "data.data_dir", "device", "eval_batch_size", "n_bootstrap", "save_models",
-                 "strategies", "precision", "workers"}
+                 "strategies"}
 MODEL_KEYS = ("strong_model", "weak_model")
 COLOURS = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
 
@@ -98,11 +98,16 @@ def choose_key(runs: list[dict[str, Any]], key: str | None) -> tuple[str, list[s
 
 def curve_points(runs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """One point per setting: x, its label, and strategy -> role -> metric -> {mean, std, n} over seeds."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, dict[tuple, dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault(json.dumps(r["flat"].get(key)), []).extend(r["records"])
+        # One record per (strategy, role, seed): folders at one setting are the same experiment (a study's grids
+        # share their base point under several names), so a seed must not be counted twice.
+        seen = groups.setdefault(json.dumps(r["flat"].get(key)), {})
+        for rec in r["records"]:
+            seen.setdefault((rec["strategy"], rec["role"], rec["seed"]), rec)
     points = []
-    for raw, records in groups.items():
+    for raw, by_seed in groups.items():
+        records = list(by_seed.values())
         value = json.loads(raw)
         if key in MODEL_KEYS:
             x = model_params(value)

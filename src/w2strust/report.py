@@ -289,10 +289,13 @@ FIRM_P = 0.05  # a verdict is "firm" when the bootstrap backs it: ✓ with every
 
 
 def _firm(t: dict[str, Any]) -> bool:
-    ps = [c.get("p_value") for c in t["comparisons"]]
-    if any(p is None for p in ps):
+    comps = t["comparisons"]
+    if any(c.get("p_value") is None for c in comps):
         return False
-    return all(p < FIRM_P for p in ps) if t["holds"] else any(p > 1 - FIRM_P for p in ps)
+    if t["holds"]:
+        return all(c["p_value"] < FIRM_P for c in comps)
+    # a tie (e.g. two collapsed models, 0.000 vs 0.000) fails every resample but is no reversal
+    return any(c["p_value"] > 1 - FIRM_P and t["means"][c["less"]] != t["means"][c["more"]] for c in comps)
 
 
 def _side(c: dict[str, Any], means: dict[str, float]) -> str:
@@ -329,8 +332,14 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
     names the columns then): ✓ where WTS trust holds, then each cell set against the paper's with its bootstrap
     p-values, the agreement count and a generated sentence per disagreement. Also ``table1.json`` with the same
     content."""
-    cols = []
+    cols, seen = [], set()
     for i, d in enumerate(run_dirs):
+        results = Path(d) / "results.jsonl"
+        if results.exists():  # a study's grids share their base point under several names: one column each
+            same = frozenset((r["strategy"], r["role"], r["seed"], r["artefact"]) for r in load_results(Path(d)))
+            if same in seen:
+                continue
+            seen.add(same)
         s = json.loads((Path(d) / "summary.json").read_text())
         cols.append((s["property"], s["wts_trust"], s.get("collapsed", []),
                      labels[i] if labels else s["property"]))
@@ -379,7 +388,8 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
         "than both); * = also significant (paired bootstrap, p < 0.05 for every comparison).", "", *lines, "",
         "## Set against the paper", "",
         f"**{n_agree} of {len(cells_json)} cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
-        "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95). "
+        "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95, not "
+        "tied). "
         "p = the share of bootstrap resamples in which a comparison fails (small: it holds; near 1: it is reversed).",
         "", *vs, "", "### Why the disagreeing cells differ", "", *(notes or ["- none"]), ""])
     atomic_write_text(Path(out) / "table1.md", text)

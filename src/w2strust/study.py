@@ -36,7 +36,7 @@ from .config import ExperimentConfig, build_config, load_yaml
 from .errors import W2SError
 
 STUDY_KEYS = ("properties", "preset", "models", "sweeps", "per_property")
-NOT_SWEPT = ("seeds", "strategies", "extra")
+NOT_SWEPT = ("seeds", "strategies", "extra", "ceiling_lambdas")  # config values that are lists themselves
 
 
 @dataclass
@@ -59,6 +59,8 @@ def load_study(path: str | Path | None, properties: str | None = None, preset: s
     if isinstance(props, str):
         props = [props]
     per_property = spec.get("per_property") or {}
+    if properties and isinstance(per_property, dict):  # --properties narrows a study file: drop the others' keys
+        per_property = {k: v for k, v in per_property.items() if k in props}
     if not isinstance(per_property, dict) or set(per_property) - set(props):
         raise W2SError(f"per_property must map properties of the study ({', '.join(props)}) to config keys; "
                        f"got {sorted(per_property) if isinstance(per_property, dict) else per_property!r}")
@@ -210,6 +212,9 @@ def run_study(runs: list[StudyRun], out: Path, cache: Path, options, study_file:
     write_index(out, study_file, runs, cache, {"total": len(jobs), "trained_now": len(trained)})
     write_study_table([out / r.dir for r in runs], out,
                       labels=[r.dir.replace("__", ", ") for r in runs])
+    from .analyses import write_study_report
+
+    write_study_report(out, [out / r.dir for r in runs])
     return [t["stage"] for t in trained]
 
 
