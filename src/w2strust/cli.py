@@ -23,13 +23,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir",
                    help="local data folder laid out like shared/data (else $W2STRUST_DATA, else download)")
     p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--precision", help="auto (default: bf16 autocast where the device multiplies bf16 natively, "
+                                       "else fp32) | fp32 | bf16 | fp16")
 
 
 def _build(args, prop: str | None = None):
     from .config import build_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
-    for key in ("seeds", "strategies", "device"):
+    for key in ("seeds", "strategies", "device", "precision"):
         if getattr(args, key, None):
             overrides[key] = getattr(args, key)
     if args.data_dir:
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("study", help="run several properties with one preset and write the combined Table 1")
     p.add_argument("--properties", default="fairness", help="comma-separated, e.g. fairness,ood,adversarial,privacy")
-    for a in ("--preset", "--config", "--seeds", "--strategies", "--data-dir", "--device", "--out", "--cache"):
+    for a in ("--preset", "--config", "--seeds", "--strategies", "--data-dir", "--device", "--precision", "--out",
+              "--cache"):
         p.add_argument(a, default="quick" if a == "--preset" else None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(fn=cmd_study)

@@ -24,7 +24,7 @@ import torch
 from datasets import concatenate_datasets
 from tqdm.auto import tqdm
 
-from . import models, properties
+from . import models, precision, properties
 from .config import AUTO, ExperimentConfig, save_yaml
 from .data import Splits
 from .io import atomic_write_json, atomic_write_text, content_key
@@ -54,7 +54,7 @@ class Stage:
 def _data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     d = asdict(cfg.data)
     d.pop("data_dir")  # where the files live does not change the result
-    spec = {"property": cfg.property, "data": d, "extra": cfg.extra}
+    spec = {"property": cfg.property, "data": d, "extra": cfg.extra, "precision": precision.for_config(cfg)}
     key_extra = properties.get(cfg.property).key_extra
     return {**spec, "semantics": key_extra} if key_extra else spec  # other properties keep their keys
 
@@ -148,6 +148,7 @@ class Runner:
         self.cache = Path(cache) if cache else self.out / "cache"
         self.prop = properties.get(cfg.property)
         self.device = resolve_device(cfg.device)
+        self.precision = precision.for_config(cfg)
         self._splits: dict[int, Splits] = {}
         self.trained: list[str] = []  # stage dirs trained in this process (the tests read it)
 
@@ -209,11 +210,11 @@ class Runner:
             targets = np.eye(prop.num_labels, dtype=np.float32)[np.asarray(ds["label"])]
         desc = f"seed {stage.seed} {stage.kind}{'-aux' if stage.spec.get('aux') else ''} {name}"
         log = train_classifier(model, tok, ds, targets, tcfg, prop, stage.spec["lambda"], stage.seed, self.device,
-                               make_task_loss=make_loss, desc=desc)
+                               make_task_loss=make_loss, desc=desc, precision=self.precision)
 
         def predict(dataset, column: str = "text") -> np.ndarray:
             return predict_proba(model, tok, dataset, column, tcfg.max_length, cfg.eval_batch_size, self.device,
-                                 desc=f"{desc} eval")
+                                 desc=f"{desc} eval", precision=self.precision)
 
         preds = prop.predict(predict, splits)
         metrics = prop.metrics(preds, prop.test_columns(splits))
@@ -247,7 +248,7 @@ class Runner:
         model, tok = models.build_causal_lm(name)
         desc = f"seed {stage.seed} {stage.kind} {name}"
         model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
-                                     self.device, desc=desc)
+                                     self.device, desc=desc, precision=self.precision)
         preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, self.device, tcfg.max_length)
         metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
