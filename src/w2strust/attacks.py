@@ -25,7 +25,7 @@ Candidate sampling is seeded per sentence, so a run is deterministic for a seed.
 from __future__ import annotations
 
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -139,17 +139,19 @@ class EmbeddingNeighbours:
         return cls(vocab[:emb.shape[0]], emb[:len(vocab)], polarity=polarity, **kw)
 
 
-def attack(text: str, label: int, score: Scorer, candidates: Candidates, method: str,
-           rng: np.random.Generator, max_frac: float = 0.25, max_words: int = 4) -> AttackResult:
-    """Greedy importance-ordered word replacement until ``score``'s prediction leaves ``label``."""
+def attack_steps(text: str, label: int, candidates: Candidates, method: str, rng: np.random.Generator,
+                 max_frac: float = 0.25, max_words: int = 4) -> Generator[list[str], np.ndarray, AttackResult]:
+    """The greedy attack of one sentence as a coroutine: it yields the texts it needs scored, receives their
+    class probabilities (N x C) and finally returns its ``AttackResult``. ``run_attacks`` drives many of
+    these at once, so the surrogate scores the queries of hundreds of sentences in a few large batches."""
     words = text.split()
     res = AttackResult(text=text, label=label, method=method, status="failed")
-    p0 = score([text])[0]
+    p0 = (yield [text])[0]
     res.queries = 1
     if p0.argmax() != label or len(words) < 2:
         res.status = "skipped"
         return res
-    dropped = score([" ".join(words[:i] + words[i + 1:]) for i in range(len(words))])
+    dropped = yield [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
     res.queries += len(words)
     order = np.argsort(-(p0[label] - dropped[:, label]), kind="stable")
     budget = edit_budget(len(words), max_frac, max_words)
@@ -162,7 +164,7 @@ def attack(text: str, label: int, score: Scorer, candidates: Candidates, method:
         cands = candidates(words[i], rng)
         if not cands:
             continue
-        probs = score([" ".join(current[:i] + [c] + current[i + 1:]) for c in cands])
+        probs = yield [" ".join(current[:i] + [c] + current[i + 1:]) for c in cands]
         res.queries += len(cands)
         j = int(probs[:, label].argmin())
         if probs[j, label] >= p_true:
@@ -175,36 +177,74 @@ def attack(text: str, label: int, score: Scorer, candidates: Candidates, method:
     return res
 
 
-def model_scorer(model, tokenizer, max_length: int = 64, batch_size: int = 64) -> Scorer:
-    """A ``Scorer`` from a fine-tuned classifier (eval mode, no gradients, on the model's device)."""
-    import torch
+def drive(steps: list[Generator], score: Scorer, on_done: Callable[[], None] | None = None) -> list[AttackResult]:
+    """Run attack coroutines in lockstep: each round scores every pending query of every unfinished
+    sentence in one ``score`` call. Each sentence sees exactly the queries and answers it would see
+    alone, so the results equal one-at-a-time attacks up to the scorer's batch-dependent rounding."""
+    results: list[AttackResult | None] = [None] * len(steps)
+    pending: dict[int, list[str]] = {}
+    for i, gen in enumerate(steps):
+        pending[i] = next(gen)
+    while pending:
+        keys = list(pending)
+        flat = [t for k in keys for t in pending[k]]
+        probs = score(flat)
+        at = 0
+        answers = {}
+        for k in keys:
+            answers[k] = probs[at:at + len(pending[k])]
+            at += len(pending[k])
+        pending = {}
+        for k in keys:
+            try:
+                pending[k] = steps[k].send(answers[k])
+            except StopIteration as done:
+                results[k] = done.value
+                if on_done is not None:
+                    on_done()
+    return results  # type: ignore[return-value]
+
+
+def attack(text: str, label: int, score: Scorer, candidates: Candidates, method: str,
+           rng: np.random.Generator, max_frac: float = 0.25, max_words: int = 4) -> AttackResult:
+    """Greedy importance-ordered word replacement until ``score``'s prediction leaves ``label`` (one sentence)."""
+    return drive([attack_steps(text, label, candidates, method, rng, max_frac, max_words)], score)[0]
+
+
+def model_scorer(model, tokenizer, max_length: int = 64, batch_size: int = 128, precision: str = "fp32") -> Scorer:
+    """A ``Scorer`` from a fine-tuned classifier: each call's queries tokenised in one go, batched by length,
+    ``inference_mode`` and ``precision``'s autocast (``train.predict_texts``)."""
+    from .train import TokenCache, predict_texts
 
     device = next(model.parameters()).device
-    model.eval()
 
-    @torch.no_grad()
     def score(texts: list[str]) -> np.ndarray:
-        out = []
-        for s in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt").to(device)
-            out.append(model(**enc).logits.float().softmax(-1).cpu().numpy())
-        return np.concatenate(out)
+        if not texts:
+            return np.zeros((0, model.config.num_labels), dtype=np.float32)
+        # a fresh cache per call: queries rarely repeat, so keeping them would only hold memory
+        return predict_texts(model, TokenCache(tokenizer, max_length), texts, batch_size, device, precision,
+                             desc=None)
 
     return score
 
 
 def run_attacks(texts: list[str], labels: list[int], score: Scorer, methods: dict[str, Candidates], seed: int,
-                max_frac: float = 0.25, max_words: int = 4, progress: bool = True) -> list[AttackResult]:
+                max_frac: float = 0.25, max_words: int = 4, progress: bool = True,
+                chunk: int = 512) -> list[AttackResult]:
     """Attack sentence i with method ``names[i % len(names)]`` after a seeded shuffle: each clean sentence
-    yields at most one triplet, so a split by triplet is also a split by source sentence."""
+    yields at most one triplet, so a split by triplet is also a split by source sentence. ``chunk``
+    sentences are attacked together (their queries share the surrogate's batches)."""
     from tqdm.auto import tqdm
 
     names = list(methods)
     assign = np.random.default_rng(seed).permutation(len(texts)) % len(names)
-    out = []
-    for i in tqdm(range(len(texts)), desc="attacking", unit="sent", disable=not progress, dynamic_ncols=True):
-        name = names[assign[i]]
-        rng = np.random.default_rng([seed, i])
-        out.append(attack(texts[i], int(labels[i]), score, methods[name], name, rng, max_frac, max_words))
+    out: list[AttackResult] = []
+    with tqdm(total=len(texts), desc="attacking", unit="sent", disable=not progress, dynamic_ncols=True) as bar:
+        for lo in range(0, len(texts), chunk):
+            steps = []
+            for i in range(lo, min(lo + chunk, len(texts))):
+                name = names[assign[i]]
+                rng = np.random.default_rng([seed, i])
+                steps.append(attack_steps(texts[i], int(labels[i]), methods[name], name, rng, max_frac, max_words))
+            out.extend(drive(steps, score, on_done=lambda: bar.update(1)))
     return out

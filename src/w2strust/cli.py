@@ -23,6 +23,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir",
                    help="local data folder laid out like shared/data (else $W2STRUST_DATA, else download)")
     p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--precision", help="auto (default: bf16 autocast where the device multiplies bf16 natively, "
+                                       "else fp32) | fp32 | bf16 | fp16")
 
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
@@ -52,7 +54,7 @@ def _build(args, prop: str | None = None):
     from .config import build_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
-    for key in ("seeds", "strategies", "device"):
+    for key in ("seeds", "strategies", "device", "precision"):
         if getattr(args, key, None):
             overrides[key] = getattr(args, key)
     if args.data_dir:
@@ -89,7 +91,7 @@ def cmd_study(args) -> None:
     if not args.study_file and not args.properties:
         raise W2SError("give a study file (e.g. configs/study-smoke.yaml) or --properties fairness,ood,...")
     cli = parse_overrides(args.overrides)
-    for key in ("seeds", "strategies", "device"):
+    for key in ("seeds", "strategies", "device", "precision"):
         if getattr(args, key, None):
             cli[key] = getattr(args, key)
     if args.data_dir:
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study_file", nargs="?", help="study YAML, e.g. configs/study-smoke.yaml (see README: Studies)")
     p.add_argument("--properties", help="comma-separated properties (overrides the file's; or use without a file)")
     p.add_argument("--preset", help="preset for every run (overrides the file's; default quick)")
-    for a in ("--seeds", "--strategies", "--data-dir", "--device"):
+    for a in ("--seeds", "--strategies", "--data-dir", "--device", "--precision"):
         p.add_argument(a)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run (applied after the study file)")

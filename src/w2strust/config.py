@@ -69,6 +69,7 @@ class ExperimentConfig:
     n_bootstrap: int = 500  # resamples of the test set for the WTS-trust significance test
     save_models: bool = False  # also write every trained model's weights (safetensors) into the cache
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16: autocast of training and prediction (see precision.py)
     extra: dict[str, Any] = field(default_factory=dict)  # property-specific options (documented per property)
 
     def resolved_data_dir(self) -> str | None:
@@ -208,6 +209,10 @@ def validate(cfg: ExperimentConfig) -> None:
         raise W2SError("data.n_weak and data.n_wts must be at least 2")
     if cfg.device not in {"auto", "cpu", "cuda"}:
         raise W2SError(f"device must be auto, cpu or cuda; got {cfg.device}")
+    from .precision import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise W2SError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     properties.get(cfg.property).validate(cfg)
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import properties
+from . import precision, properties
 from .cache import StageCache
 from .config import AUTO, ExperimentConfig, save_yaml
 from .io import atomic_write_json, atomic_write_text, content_key
@@ -43,7 +43,7 @@ class Stage:
 def _data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     d = asdict(cfg.data)
     d.pop("data_dir")  # where the files live does not change the result
-    spec = {"property": cfg.property, "data": d, "extra": cfg.extra}
+    spec = {"property": cfg.property, "data": d, "extra": cfg.extra, "precision": precision.for_config(cfg)}
     key_extra = properties.get(cfg.property).key_extra
     return {**spec, "semantics": key_extra} if key_extra else spec  # other properties keep their keys
 

@@ -124,7 +124,7 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
     import torch
     from datasets import concatenate_datasets
 
-    from . import models
+    from . import models, precision
     from .losses import AuxConfidenceLoss
     from .train import predict_proba, train_classifier
 
@@ -145,12 +145,13 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
         ds = splits.weak if is_weak else concatenate_datasets([splits.weak, splits.wts])
         targets = np.eye(prop.num_labels, dtype=np.float32)[np.asarray(ds["label"])]
     desc = f"seed {stage.seed} {stage.kind}{'-aux' if stage.spec.get('aux') else ''} {name}"
+    prec = precision.for_config(cfg)
     log = train_classifier(model, tok, ds, targets, tcfg, prop, stage.spec["lambda"], stage.seed, device,
-                           make_task_loss=make_loss, desc=desc)
+                           make_task_loss=make_loss, desc=desc, precision=prec)
 
     def predict(dataset, column: str = "text") -> np.ndarray:
         return predict_proba(model, tok, dataset, column, tcfg.max_length, cfg.eval_batch_size, device,
-                             desc=f"{desc} eval")
+                             desc=f"{desc} eval", precision=prec)
 
     preds = prop.predict(predict, splits)
     metrics = prop.metrics(preds, prop.test_columns(splits))
@@ -173,7 +174,7 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
 def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, device):
     """A causal-LM stage (task = "generation"): fine-tune (DP when λ = ε > 0), evaluate leakage on the
     model's own training e-mails, and for the weak stage generate the WTS training text."""
-    from . import models
+    from . import models, precision
     from .io import atomic_write_json
     from .train_lm import train_causal_lm
 
@@ -185,7 +186,7 @@ def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, devi
     model, tok = models.build_causal_lm(name)
     desc = f"seed {stage.seed} {stage.kind} {name}"
     model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
-                                 device, desc=desc)
+                                 device, desc=desc, precision=precision.for_config(cfg))
     preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, device, tcfg.max_length)
     metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
     meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,

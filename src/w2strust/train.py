@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
+from .precision import autocast, grad_scaler
 
 
 def resolve_device(name: str) -> torch.device:
@@ -20,79 +21,168 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_forward(model, tokenizer, max_length: int, device: torch.device):
-    """batch (dict of column lists) -> logits, for any text column of the batch."""
+class TokenCache:
+    """Token ids of every text a stage sees, computed once per stage instead of once per batch.
+
+    ``column`` -> {text: ids}: a dataset column is tokenised in one call the first time it is asked
+    for; a text a property builds on the fly (not in the dataset) is tokenised when it first appears.
+    """
+
+    def __init__(self, tokenizer, max_length: int, ds: Dataset | None = None):
+        self.tokenizer, self.max_length, self.ds = tokenizer, max_length, ds
+        self.ids: dict[str, dict[str, list[int]]] = {}
+        side = getattr(tokenizer, "padding_side", "right")
+        self.left = side == "left"
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+
+    def column(self, name: str) -> dict[str, list[int]]:
+        if name not in self.ids:
+            texts = list(dict.fromkeys(self.ds[name])) if self.ds is not None and name in self.ds.column_names else []
+            self.ids[name] = dict(zip(texts, self._encode(texts), strict=True)) if texts else {}
+        return self.ids[name]
+
+    def lookup(self, texts: list[str], column: str = "text") -> list[list[int]]:
+        known = self.column(column)
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, self._encode(missing), strict=True))
+        return [known[t] for t in texts]
+
+    def collate(self, rows: list[list[int]], device: torch.device) -> dict[str, torch.Tensor]:
+        """Pad to the longest row of the batch (the tokenizer's padding side), as ``padding=True`` would."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            sl = slice(width - len(r), width) if self.left else slice(0, len(r))
+            ids[i, sl] = torch.as_tensor(r)
+            mask[i, sl] = 1
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def make_forward(model, tokens: TokenCache, device: torch.device, precision: str = "fp32"):
+    """batch (dict of column lists) -> fp32 logits, for any text column of the batch."""
 
     def forward(batch: dict[str, list], column: str = "text") -> torch.Tensor:
-        enc = tokenizer(list(batch[column]), padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(device)
-        return model(**enc).logits
+        enc = tokens.collate(tokens.lookup(batch[column], column), device)
+        with autocast(precision, device):
+            logits = model(**enc).logits
+        return logits.float()
 
     return forward
 
 
-def batch_order(n: int, batch_size: int, epochs: float, seed: int) -> list[np.ndarray]:
-    """Index batches for ``epochs`` passes (a fractional last epoch is a prefix of a new permutation)."""
+def batch_order(n: int, batch_size: int, epochs: float, seed: int,
+                lengths: np.ndarray | None = None) -> list[np.ndarray]:
+    """Index batches for ``epochs`` passes (a fractional last epoch is a prefix of a new permutation).
+
+    With ``lengths``: shuffled length buckets (as ``group_by_length`` in transformers): each epoch's
+    permutation is cut into mega-batches of ``BUCKET_BATCHES`` batches, each sorted by length and cut
+    into batches, and the batches of the epoch are shuffled, so a batch holds rows of similar length
+    (little padding) while the order stays random. Seeded: the same seed gives the same batches.
+    """
     rng = np.random.default_rng(seed)
     total = max(1, math.ceil(epochs * math.ceil(n / batch_size)))
     batches: list[np.ndarray] = []
     while len(batches) < total:
         perm = rng.permutation(n)
-        batches.extend(perm[i:i + batch_size] for i in range(0, n, batch_size))
+        if lengths is None:
+            batches.extend(perm[i:i + batch_size] for i in range(0, n, batch_size))
+            continue
+        epoch = []
+        mega = batch_size * BUCKET_BATCHES
+        for m in range(0, n, mega):
+            chunk = perm[m:m + mega]
+            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+            epoch.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+        batches.extend(epoch[j] for j in rng.permutation(len(epoch)))
     return batches[:total]
+
+
+BUCKET_BATCHES = 50  # batches per length bucket (transformers' LengthGroupedSampler uses 50 too)
 
 
 def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: TrainConfig, prop, lam: float,
                      seed: int, device: torch.device, task_loss: Callable | None = None,
-                     make_task_loss: Callable[[int], Callable] | None = None, desc: str = "train") -> dict:
+                     make_task_loss: Callable[[int], Callable] | None = None, desc: str = "train",
+                     precision: str = "fp32") -> dict:
     """Fine-tune ``model`` on rows of ``ds`` with soft ``targets`` (N x C) and ``prop``'s objective.
 
     ``make_task_loss(total_steps)`` builds a stateful loss (the auxiliary confidence loss); else
-    ``task_loss`` (default soft cross-entropy). Returns a small log (final loss, steps).
+    ``task_loss`` (default soft cross-entropy). ``precision`` is a resolved name (``precision.resolve``).
+    Returns a small log (final loss, steps).
+
+    Speed (bench/README.md): every text column is tokenised once, batches are shuffled length buckets
+    (little padding), matmuls run under ``precision``'s autocast, and AdamW updates all parameters
+    in one fused kernel.
     """
     from .losses import soft_cross_entropy
 
     model.to(device).train()
-    batches = batch_order(len(ds), tcfg.batch_size, tcfg.epochs, seed)
+    tokens = TokenCache(tokenizer, tcfg.max_length, ds)
+    lengths = np.asarray([len(r) for r in tokens.lookup(ds["text"])]) if "text" in ds.column_names else None
+    batches = batch_order(len(ds), tcfg.batch_size, tcfg.epochs, seed, lengths)
     loss_fn = make_task_loss(len(batches)) if make_task_loss else (task_loss or soft_cross_entropy)
     cols = {c: ds[c] for c in ds.column_names}
     targets_t = torch.as_tensor(targets, dtype=torch.float32)
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,
-                              weight_decay=tcfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay, fused=True)
     sched = get_linear_schedule_with_warmup(optim, int(tcfg.lr_warmup * len(batches)), len(batches))
-    forward = make_forward(model, tokenizer, tcfg.max_length, device)
-    losses: list[float] = []
+    scaler = grad_scaler(precision, device)
+    forward = make_forward(model, tokens, device, precision)
+    losses: list[torch.Tensor] = []
     torch.manual_seed(seed)  # dropout masks
     with prop.train_context(model, lam), tqdm(batches, desc=desc, unit="step", leave=False, dynamic_ncols=True) as bar:
         for idx in bar:
             batch = {c: [v[i] for i in idx] for c, v in cols.items()}
             loss = prop.train_loss(forward, batch, targets_t[idx].to(device), loss_fn, lam)
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optim)
+            else:
+                loss.backward()
             if tcfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            optim.step()
+                torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip, foreach=True)
+            if scaler is not None:
+                scaler.step(optim)
+                scaler.update()
+            else:
+                optim.step()
             sched.step()
             if hasattr(loss_fn, "advance"):
                 loss_fn.advance()
-            losses.append(loss.item())
+            losses.append(loss.detach())
             if len(losses) % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+                bar.set_postfix(loss=f"{torch.stack(losses[-10:]).mean().item():.3f}")
     model.eval()
-    return {"steps": len(batches), "final_loss": float(np.mean(losses[-20:]))}
+    return {"steps": len(batches), "final_loss": float(torch.stack(losses[-20:]).float().mean()),
+            "precision": precision}
 
 
-@torch.no_grad()
 def predict_proba(model, tokenizer, ds: Dataset, column: str, max_length: int, batch_size: int,
-                  device: torch.device, desc: str = "predict") -> np.ndarray:
-    """Class probabilities for ``ds[column]``; rows are batched by length (less padding), order kept."""
+                  device: torch.device, desc: str = "predict", precision: str = "fp32") -> np.ndarray:
+    """Class probabilities for ``ds[column]``, order kept (see ``predict_texts``)."""
+    tokens = TokenCache(tokenizer, max_length, ds)
+    return predict_texts(model, tokens, ds[column], batch_size, device, precision, column, desc)
+
+
+def predict_texts(model, tokens: TokenCache, texts: list[str], batch_size: int, device: torch.device,
+                  precision: str = "fp32", column: str = "text", desc: str | None = "predict") -> np.ndarray:
+    """Class probabilities (N x C) in the order of ``texts``. Fast path: each text tokenised once, rows
+    batched by token length (almost no padding), ``inference_mode``, ``precision``'s autocast.
+    ``desc=None``: no progress bar."""
     model.to(device).eval()
-    texts = list(ds[column])
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False, dynamic_ncols=True):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(device)
-        out[idx] = model(**enc).logits.float().softmax(-1).cpu().numpy()
+    rows = tokens.lookup(list(texts), column)
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    out = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode(), autocast(precision, device):
+        for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False,
+                          dynamic_ncols=True, disable=desc is None):
+            idx = order[start:start + batch_size]
+            enc = tokens.collate([rows[i] for i in idx], device)
+            out[idx] = model(**enc).logits.float().softmax(-1).cpu().numpy()
     return out

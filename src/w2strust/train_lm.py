@@ -26,6 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
 from .errors import W2SError
+from .precision import autocast, grad_scaler
 from .train import batch_order
 
 
@@ -90,10 +91,16 @@ def per_row_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
 
 
 def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts: LMOptions, epsilon: float,
-                    seed: int, device: torch.device, desc: str = "train") -> tuple[torch.nn.Module, dict]:
-    """Fine-tune on ``texts``; DP-SGD with target ``epsilon`` when it is > 0. Returns (model ready for eval, log)."""
+                    seed: int, device: torch.device, desc: str = "train",
+                    precision: str = "fp32") -> tuple[torch.nn.Module, dict]:
+    """Fine-tune on ``texts``; DP-SGD with target ``epsilon`` when it is > 0. Returns (model ready for eval, log).
+
+    ``precision`` (resolved, see ``precision.py``) is the autocast of the forward pass; DP-SGD runs in
+    fp32 only (Opacus computes per-sample gradients from the layers' activations in their dtype)."""
     if len(texts) < 2:
         raise W2SError(f"causal-LM training needs at least 2 texts, got {len(texts)}")
+    if epsilon > 0 and precision != "fp32":
+        raise W2SError(f"DP-SGD training runs in fp32; got precision={precision}: set precision=fp32 (or auto)")
     torch.manual_seed(seed)  # LoRA initialisation, dropout
     model = prepare_model(model, opts).to(device)
     model.train()
@@ -101,7 +108,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     log: dict = {"n_texts": len(texts), "trainable_params": int(sum(p.numel() for p in trainable)),
-                 "lm_options": asdict(opts), "dp": epsilon > 0}
+                 "lm_options": asdict(opts), "dp": epsilon > 0, "precision": precision}
     losses: list[float] = []
     engine = None
     if epsilon > 0:
@@ -111,6 +118,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
         order = batch_order(len(ids), tcfg.batch_size, tcfg.epochs, seed)
         batches, n_steps = ((ids[i], mask[i]) for i in order), len(order)
     steps = 0
+    scaler = grad_scaler(precision, device)
     # Opacus' hooks warn when no *input* needs a gradient (frozen embeddings): expected, not a problem.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     sched = get_linear_schedule_with_warmup(optim, int(tcfg.lr_warmup * n_steps), n_steps)
@@ -123,12 +131,21 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
                 optim.step()
                 sched.step()
                 continue
-            loss = per_row_loss(model, b_ids.to(device), b_mask.to(device)).mean()
+            with autocast(precision, device):
+                loss = per_row_loss(model, b_ids.to(device), b_mask.to(device)).mean()
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:  # fp16 (never DP): loss scaling against gradient underflow
+                scaler.scale(loss).backward()
+                scaler.unscale_(optim)
+            else:
+                loss.backward()
             if engine is None and tcfg.grad_clip > 0:  # DP clips per sample instead
                 torch.nn.utils.clip_grad_norm_(trainable, tcfg.grad_clip)
-            optim.step()
+            if scaler is not None:
+                scaler.step(optim)
+                scaler.update()
+            else:
+                optim.step()
             sched.step()
             losses.append(loss.item())
             if len(losses) % 5 == 0:

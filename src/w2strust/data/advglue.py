@@ -32,7 +32,7 @@ TASK_FIELDS = {"sst2": ("sentence",), "qqp": ("question1", "question2"), "mnli":
                "mnli-mm": ("premise", "hypothesis"), "qnli": ("question", "sentence"),
                "rte": ("sentence1", "sentence2")}
 TASK_LABELS = {"sst2": 2, "qqp": 2, "mnli": 3, "mnli-mm": 3, "qnli": 2, "rte": 2}
-GENERATOR_VERSION = 1  # bump when a change to the attacks invalidates cached generated sets
+GENERATOR_VERSION = 2  # bump when a change to the attacks invalidates cached generated sets
 
 
 def compose(task: str, row: dict[str, Any], prefix: str = "") -> str:
@@ -99,13 +99,15 @@ def sentiment_polarity(data_dir: str | None) -> dict[str, int]:
 
 
 def generated_sst2(data_dir: str | None, settings: dict[str, Any],
-                   device: str = "auto") -> tuple[Dataset, dict]:
-    """The generated triplets and their statistics, built once per distinct ``settings`` and cached."""
+                   device: str = "auto", precision: str = "fp32") -> tuple[Dataset, dict]:
+    """The generated triplets and their statistics, built once per distinct ``settings`` and cached.
+    ``precision`` (resolved) is the surrogate's training and scoring precision."""
     from ..models import cache_root
 
     spec = {k: settings[k] for k in ("surrogate", "surrogate_train", "n_surrogate", "n_attack", "methods",
                                       "max_frac", "max_words", "char_candidates", "neighbour_model",
                                       "neighbours", "min_similarity", "attack_seed")}
+    spec["precision"] = precision
     folder = cache_root() / "data" / f"adv-sst2-{content_key({'spec': spec, 'version': GENERATOR_VERSION})}"
     if not (folder / "stats.json").exists():  # stats.json is written last: its presence means complete
         _generate(data_dir, spec, folder, device)
@@ -145,8 +147,8 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
     tcfg = TrainConfig(**spec["surrogate_train"])
     targets = np.eye(2, dtype=np.float32)[np.asarray(sur_ds["label"])]
     train_classifier(model, tok, sur_ds, targets, tcfg, TrustProperty(), 0.0, spec["attack_seed"], dev,
-                     desc=f"surrogate {spec['surrogate']}")
-    score = attacks.model_scorer(model, tok, tcfg.max_length)
+                     desc=f"surrogate {spec['surrogate']}", precision=spec["precision"])
+    score = attacks.model_scorer(model, tok, tcfg.max_length, precision=spec["precision"])
     methods: dict[str, attacks.Candidates] = {}
     for m in spec["methods"]:
         if m == "charbug":

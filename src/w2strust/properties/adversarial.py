@@ -137,7 +137,9 @@ class AdversarialRobustness(TrustProperty):
         if s["source"] == "advglue++":
             triplets = load_advglue_plus_plus(list(s["tasks"]))
         else:
-            triplets, stats = generated_sst2(data_dir, s, cfg.device)
+            from .. import precision  # the surrogate trains and scores in the stages' precision
+
+            triplets, stats = generated_sst2(data_dir, s, cfg.device, precision.for_config(cfg))
             self._announce(stats)
         parts: list[list] = [[], [], []]
         tasks = np.asarray(triplets["task"])
