@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from . import models, properties
 from .config import AUTO, ExperimentConfig, save_yaml
 from .data import Splits
-from .io import atomic_write_json, atomic_write_text, content_key
+from .data.fingerprint import fingerprint
+from .finite import check_arrays, check_metrics
+from .io import atomic_write_json, atomic_write_text, content_key, dumps_strict
 from .losses import AuxConfidenceLoss
 from .train import predict_proba, resolve_device, train_classifier
 
@@ -53,10 +55,11 @@ class Stage:
 
 def _data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     d = asdict(cfg.data)
-    d.pop("data_dir")  # where the files live does not change the result
-    spec = {"property": cfg.property, "data": d, "extra": cfg.extra}
+    d.pop("data_dir")  # where the files live does not change the result; what they hold does:
+    files = fingerprint(properties.get(cfg.property).data_files(cfg), cfg.resolved_data_dir())
+    spec = {"property": cfg.property, "data": d, "extra": cfg.extra, "data_files": files}
     key_extra = properties.get(cfg.property).key_extra
-    return {**spec, "semantics": key_extra} if key_extra else spec  # other properties keep their keys
+    return {**spec, "semantics": key_extra} if key_extra else spec
 
 
 def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
@@ -160,11 +163,14 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(self.cfg, self.out / "config.yaml")
         stages, stubs = plan(self.cfg)
+        todo = [s for s in stages if not (self.cache / s.dirname / "meta.json").exists()]
+        if todo:  # a data file that cannot be read fails here, in one line, before any progress bar
+            self.splits(todo[0].seed)
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
         if self.cfg.lambda_ceiling == AUTO:
             select_ceiling(self.cfg, stubs, self.load_meta, self.out)
         records = [{**stub, "metrics": self.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
-        atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        atomic_write_text(self.out / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in records))
         return records
 
     def execute_all(self, stages: list[Stage], desc: str) -> None:
@@ -216,7 +222,9 @@ class Runner:
                                  desc=f"{desc} eval")
 
         preds = prop.predict(predict, splits)
+        check_arrays(desc, preds)  # a diverged model must not be scored (NaN rows would count as class 0)
         metrics = prop.metrics(preds, prop.test_columns(splits))
+        check_metrics(desc, metrics, prop.may_be_missing)
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
                                 "model": name, "train": log, "metrics": metrics}
 
@@ -224,6 +232,7 @@ class Runner:
             np.savez_compressed(tmp / "preds.npz", **preds)
             if is_weak:  # stage 2: the weak model's soft labels on D_WTS
                 weak_labels = predict(splits.wts)
+                check_arrays(desc, {"weak labels": weak_labels})
                 np.save(tmp / "weak_labels.npy", weak_labels)
                 meta["weak_label_accuracy"] = float((weak_labels.argmax(-1) == np.asarray(splits.wts["label"])).mean())
             if cfg.save_models:
@@ -244,12 +253,15 @@ class Runner:
         if stage.kind == "wts":
             weak_outputs = json.loads((self.cache / f"weak-{stage.depends}" / "weak_outputs.json").read_text())
         texts = prop.lm_train_texts(stage.kind, splits, weak_outputs)
+        torch.manual_seed(stage.seed)  # initialisation of randomly initialised (tiny) models
         model, tok = models.build_causal_lm(name)
         desc = f"seed {stage.seed} {stage.kind} {name}"
         model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
                                      self.device, desc=desc)
         preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, self.device, tcfg.max_length)
         metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
+        check_arrays(desc, preds)
+        check_metrics(desc, metrics, prop.may_be_missing)
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
                                 "model": name, "train": log, "metrics": metrics}
 

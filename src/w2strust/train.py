@@ -12,9 +12,12 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
+from .finite import check_loss
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (config.check_device
+    has already checked that the accelerator exists)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -76,6 +79,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
             if hasattr(loss_fn, "advance"):
                 loss_fn.advance()
             losses.append(loss.item())
+            check_loss(losses[-1], len(losses), len(batches), desc, tcfg.lr, lam)
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     model.eval()
