@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
+from .determinism import use_deterministic_kernels
 from .finite import check_loss
 
 
@@ -55,6 +56,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     """
     from .losses import soft_cross_entropy
 
+    use_deterministic_kernels()
     model.to(device).train()
     batches = batch_order(len(ds), tcfg.batch_size, tcfg.epochs, seed)
     loss_fn = make_task_loss(len(batches)) if make_task_loss else (task_loss or soft_cross_entropy)

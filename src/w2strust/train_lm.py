@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
+from .determinism import use_deterministic_kernels
 from .errors import W2SError
 from .finite import check_loss
 from .train import batch_order
@@ -95,6 +96,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
     """Fine-tune on ``texts``; DP-SGD with target ``epsilon`` when it is > 0. Returns (model ready for eval, log)."""
     if len(texts) < 2:
         raise W2SError(f"causal-LM training needs at least 2 texts, got {len(texts)}")
+    use_deterministic_kernels()
     torch.manual_seed(seed)  # LoRA initialisation, dropout
     model = prepare_model(model, opts).to(device)
     model.train()
