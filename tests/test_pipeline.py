@@ -92,7 +92,7 @@ def test_report_command_rebuilds_from_results(smoke_run, capsys):
     (["run", "fairness", "--preset", "smoke", "--set", "weak_model=gpt-17"], "unknown model 'gpt-17'"),
     (["run", "fairness", "--preset", "smoke", "--data-dir", "/nonexistent/data"],
      "data folder /nonexistent/data does not exist"),
-    (["run", "fairness", "--preset", "smoke", "--set", "lambda_weak=abc"], "expects a float"),
+    (["run", "fairness", "--preset", "smoke", "--set", "lambda_weak=abc"], "expects a number"),
     (["run", "fairness", "--preset", "turbo"], "unknown preset 'turbo'"),
     (["run", "fairnes", "--preset", "smoke"], "unknown property 'fairnes'"),
     (["run", "fairness", "--preset", "smoke", "--strategies", "all_tft"], "unknown strategy"),

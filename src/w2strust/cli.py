@@ -4,11 +4,34 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from .errors import W2SError
+
+# Exit codes: 0 success; 2 an error the user can fix (bad config, data, paths: one line saying how);
+# 1 an unexpected exception, i.e. a bug (one line + the path of a log file with the traceback);
+# 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): finished stages stay cached either way.
+EXIT_USER, EXIT_BUG, EXIT_INT, EXIT_TERM = 2, 1, 130, 143
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line like every other error (not usage text + error)."""
+
+    def error(self, message: str):
+        raise W2SError(f"{message} (see `{self.prog} --help`)")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the current stage is abandoned, finished stages stay cached."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +45,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategies", help="comma-separated subset of no_tft,weak_tft,weak_wts_tft")
     p.add_argument("--data-dir",
                    help="local data folder laid out like shared/data (else $W2STRUST_DATA, else download)")
-    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (checked before anything trains)")
     p.add_argument("--precision", help="auto (default: bf16 autocast where the device multiplies bf16 natively, "
                                        "else fp32) | fp32 | bf16 | fp16")
 
@@ -55,7 +78,7 @@ def _build(args, prop: str | None = None):
 
     overrides = parse_overrides(args.overrides)
     for key in ("seeds", "strategies", "device", "precision"):
-        if getattr(args, key, None):
+        if getattr(args, key, None) is not None:  # an empty --seeds '' is an error, not "use the default"
             overrides[key] = getattr(args, key)
     if args.data_dir:
         overrides.setdefault("data", {})["data_dir"] = args.data_dir
@@ -71,12 +94,35 @@ def _check_models(cfg) -> None:
             model_path(name)
 
 
+def check_writable_dir(path: Path, flag: str) -> None:
+    """A folder we will write into: not an existing file, under no file, and writable (tested by writing)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise W2SError(f"{flag} {path} is an existing file, not a folder; choose a folder path")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise W2SError(f"{flag} {path} lies under {parent}, which is a file; choose a folder path")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise W2SError(f"{flag} {path} cannot be written ({parent}: {e.strerror}); choose a writable folder") from None
+
+
+def _check_outputs(args, out: Path) -> None:
+    check_writable_dir(out, "--out")
+    check_writable_dir(Path(args.cache) if getattr(args, "cache", None) else out / "cache", "--cache")
+
+
 def cmd_run(args) -> None:
     from .pipeline import run_experiment
 
     cfg = _build(args)
-    _check_models(cfg)
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}")
+    _check_outputs(args, out)
+    _check_models(cfg)
     started = time.time()
     runner = run_experiment(cfg, out, Path(args.cache) if args.cache else None, _executor_options(args))
     _print_summary(out)
@@ -92,7 +138,7 @@ def cmd_study(args) -> None:
         raise W2SError("give a study file (e.g. configs/study-smoke.yaml) or --properties fairness,ood,...")
     cli = parse_overrides(args.overrides)
     for key in ("seeds", "strategies", "device", "precision"):
-        if getattr(args, key, None):
+        if getattr(args, key, None) is not None:  # an empty --seeds '' is an error, not "use the default"
             cli[key] = getattr(args, key)
     if args.data_dir:
         cli.setdefault("data", {})["data_dir"] = args.data_dir
@@ -101,6 +147,7 @@ def cmd_study(args) -> None:
     name = Path(args.study_file).stem if args.study_file else f"study-{runs[0].cfg.preset}"
     out = Path(args.out or f"runs/{name}")
     cache = Path(args.cache) if args.cache else out / "cache"
+    _check_outputs(args, out)
     if args.dry_run:
         print(dry_run(runs, cache, max(1, options.workers)), end="")
         return
@@ -126,8 +173,9 @@ def cmd_sweep(args) -> None:
     if not lambdas or min(lambdas) < 0:
         raise W2SError(f"--lambdas needs at least one value, all >= 0; got '{args.lambdas}'")
     cfg = _build(args)
-    _check_models(cfg)
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}-sweep-{args.role}")
+    _check_outputs(args, out)
+    _check_models(cfg)
     result = run_sweep(cfg, args.role, lambdas, out, Path(args.cache) if args.cache else None, args.max_drop,
                        _executor_options(args))
     trust, task = result["trust_metric"], result["task_metric"]
@@ -156,6 +204,7 @@ def cmd_report(args) -> None:
         print(f"Study report: {study / 'report.md'}")
         return
     for d in dirs:
+        check_writable_dir(d, "run folder")
         write_report(d)
         _print_summary(d)
     if len(dirs) > 1 or args.out:
@@ -212,8 +261,63 @@ def cmd_data(args) -> None:
             print(line)
 
 
+def _one_line(text: str, limit: int = 500) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _report_bug(exc: BaseException) -> str:
+    """Write the traceback of an unexpected exception to a log file; return its path."""
+    from . import __version__
+
+    fd, path = tempfile.mkstemp(prefix=f"w2strust-error-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"w2strust {__version__}, python {sys.version.split()[0]}, argv {sys.argv}\n\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="w2strust", description=__doc__)
+    """Run the CLI; every failure ends as one ``w2strust: error: ...`` line on stderr (see the exit codes above)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main_thread = True
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+        in_main_thread = False
+    try:
+        return _main(argv)
+    except W2SError as e:
+        print(f"w2strust: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"\nw2strust: {what}; finished stages are cached, run the same command again to resume.",
+              file=sys.stderr)
+        return EXIT_TERM if isinstance(e, Terminated) else EXIT_INT
+    except SystemExit as e:  # --help, or a library calling sys.exit
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USER)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, traceback in a log file
+        log = _report_bug(e)
+        if type(e).__name__ == "OutOfMemoryError":
+            print(f"w2strust: error: out of memory on the device ({_one_line(e, 150)}); lower weak_train/"
+                  f"strong_train.batch_size or eval_batch_size (traceback in {log})", file=sys.stderr)
+            return EXIT_USER
+        if isinstance(e, OSError):
+            where = f" ({e.filename})" if e.filename else ""
+            print(f"w2strust: error: {e.strerror or _one_line(e, 200)}{where}; check the path, free space and "
+                  f"permissions (traceback in {log})", file=sys.stderr)
+            return EXIT_USER
+        print(f"w2strust: error: unexpected {type(e).__name__}: {_one_line(e, 200)}. This is a bug in w2strust: "
+              f"please report it with the traceback in {log}", file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = _Parser(prog="w2strust", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="train weak, WTS and ceiling models for one property; write results and report")
     _config_args(p)
@@ -270,15 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    try:
-        args.fn(args)
-    except W2SError as e:
-        print(f"w2strust: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nw2strust: interrupted; finished stages are cached, run the same command again to resume.",
-              file=sys.stderr)
-        return 130
+    args.fn(args)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -68,7 +69,7 @@ class ExperimentConfig:
     eval_batch_size: int = 64
     n_bootstrap: int = 500  # resamples of the test set for the WTS-trust significance test
     save_models: bool = False  # also write every trained model's weights (safetensors) into the cache
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16: autocast of training and prediction (see precision.py)
     extra: dict[str, Any] = field(default_factory=dict)  # property-specific options (documented per property)
 
@@ -132,23 +133,47 @@ def _coerce(value: Any, current: Any, key: str, elem_type: type | None = None) -
                 if value.lower() in {"false", "0", "no"}:
                     return False
                 raise ValueError
+            if not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise ValueError
             return bool(value)
         if isinstance(current, list):
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            elem = elem_type or (type(current[0]) if current else str)
-            return [elem(v) for v in value]
+            if value is None:
+                value = []
+            if isinstance(value, (str, int, float)):
+                value = [v.strip() for v in str(value).split(",") if v.strip()]
+            proto = elem_type() if elem_type else (current[0] if current else "")
+            return [_coerce(v, proto, key) for v in value]
         if isinstance(current, float):
+            if isinstance(value, bool):
+                raise ValueError
             return float(value)
         if isinstance(current, int):
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            return int(value)
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                return int(value)
+            return int(value) if isinstance(value, (int, float)) else int(str(value))
         if current is None or isinstance(current, str):
+            if isinstance(value, (dict, list)):
+                raise ValueError
             return None if value in (None, "", "null", "None") else str(value)
-    except (TypeError, ValueError):
-        raise W2SError(f"config key '{key}' expects a {type(current).__name__}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        kind = {"bool": "true/false", "int": "an integer", "float": "a number", "list": "a comma-separated list",
+                "str": "a string", "NoneType": "a string"}.get(type(current).__name__, type(current).__name__)
+        raise W2SError(f"config key '{key}' expects {kind}, got {shown}") from None
     return value
+
+
+def _yaml_value(raw: str, where: str) -> Any:
+    """A YAML scalar/collection from a string; unparsable or absurd values are a one-line error."""
+    try:
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an integer past Python's 4,300-digit limit
+        reason = " ".join(str(e).split())[:120]
+        if isinstance(e, ValueError) and "digits" in reason:
+            reason = "a number with thousands of digits; give a value of sensible size"
+        raise W2SError(f"{where}: cannot parse {raw[:40]!r}{'...' if len(raw) > 40 else ''} ({reason})") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -158,11 +183,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise W2SError(f"override '{pair}' must look like key=value (e.g. weak_train.lr=1e-4)")
         key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
+        value = _yaml_value(raw, f"--set {key}") if raw else ""
         node = out
         parts = key.strip().split(".")
+        if not all(parts):
+            raise W2SError(f"override '{pair[:60]}' has an empty key part; write e.g. weak_train.lr=1e-4")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise W2SError(f"override '{key}' sets a key inside '{p}', which was already given a value")
         node[parts[-1]] = value
     return out
 
@@ -171,27 +200,111 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise W2SError(f"config file {p} does not exist")
-    data = yaml.safe_load(p.read_text()) or {}
+    if p.is_dir():
+        raise W2SError(f"config file {p} is a folder; give the path of a YAML file, e.g. runs/x/config.yaml")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise W2SError(f"config file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8 YAML") from None
+    except OSError as e:
+        raise W2SError(f"cannot read config file {p}: {e.strerror}") from None
+    data = _yaml_value(text, f"config file {p}") or {}
     if not isinstance(data, dict):
         raise W2SError(f"config file {p} must hold a mapping of keys to values")
     return data
 
 
+MAX_INT = 10**12  # larger counts are typos (or a 100,000-digit number), not requests
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeding take 32-bit-safe seeds everywhere
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _check_numbers(obj: Any, where: str = "") -> None:
+    """Every number anywhere in the config (``extra`` included) is finite and of a sane size."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        key = f"{where}{k}" if isinstance(obj, dict) else f"{where[:-1]}[{k}]"
+        if isinstance(v, (dict, list)):
+            _check_numbers(v, f"{key}.")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise W2SError(f"config key '{key}' is {v}; give a finite number")
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+            raise W2SError(f"config key '{key}' is too large ({str(v)[:20]}... has {len(str(abs(v)))} digits); "
+                           f"give a value up to {MAX_INT:.0e}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise W2SError(message)
+
+
+def check_device(device: str) -> None:
+    """``auto | cpu | cuda | cuda:N | mps``, and the accelerator must exist here (checked before any training)."""
+    import re
+
+    import torch
+
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("auto", "cpu"):
+        return
+    if m:
+        if not torch.cuda.is_available():
+            raise W2SError(f"device '{device}' asked for, but CUDA is not available on this machine "
+                           f"(torch {torch.__version__}); use --device cpu or auto")
+        index = int(m.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise W2SError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                           f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return
+    if device == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise W2SError("device 'mps' asked for, but Apple MPS is not available here; use --device cpu or auto")
+        return
+    raise W2SError(f"device must be {DEVICE_FORMS}; got {device!r}")
+
+
+def _typed_extra(given: dict[str, Any], defaults: dict[str, Any], what: str, where: str) -> dict[str, Any]:
+    """``extra.*`` options: known to the property, each of its default's type (so ``extra.delta=abc`` is a
+    one-line error, not a traceback deep inside training)."""
+    unknown = sorted(str(k) for k in set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none (this property takes no extra options)"
+        raise W2SError(f"unknown {what}(s) {where}{f', {where}'.join(unknown)}.{_suggest(unknown[0], defaults)} "
+                       f"Known: {known}.")
+    out = {}
+    for k, v in given.items():
+        default = defaults[k]
+        if isinstance(default, dict):
+            _require(isinstance(v, dict), f"config key '{where}{k}' is a section; give a mapping")
+            out[k] = _typed_extra(v, default, "option", f"{where}{k}.")
+        else:
+            out[k] = _coerce(v, default, f"{where}{k}")
+    return out
+
+
 def validate(cfg: ExperimentConfig) -> None:
+    """Every value's type and range, before anything trains (a bad value never costs a trained model)."""
     from . import models, properties
 
-    properties.get(cfg.property)  # raises with the list of known properties
-    for m in (cfg.weak_model, cfg.strong_model):
-        models.get_spec(m)
+    prop = properties.get(cfg.property)  # raises with the list of known properties
+    cfg.extra = _typed_extra(cfg.extra, prop.extra_options, f"{cfg.property} option", "extra.")
+    _check_numbers(cfg.to_dict())
+    for role in ("weak_model", "strong_model"):
+        name = getattr(cfg, role)
+        _require(bool(name and str(name).strip()), f"{role} is empty; name a model (see `w2strust models`)")
+        models.get_spec(name)
     bad = [s for s in cfg.strategies if s not in STRATEGIES]
     if bad or not cfg.strategies:
         raise W2SError(f"unknown strategy {bad or '(none given)'}; choose from {', '.join(STRATEGIES)}")
-    if not cfg.seeds:
-        raise W2SError("seeds is empty; give at least one seed, e.g. --seeds 0,1,2")
-    if not 0 <= cfg.alpha_max <= 1:
-        raise W2SError(f"alpha_max must be in [0, 1], got {cfg.alpha_max}")
-    if not 0 <= cfg.aux_warmup <= 1:
-        raise W2SError(f"aux_warmup must be in [0, 1], got {cfg.aux_warmup}")
+    _require(len(set(cfg.strategies)) == len(cfg.strategies), f"strategies {cfg.strategies} repeat a strategy")
+    _require(bool(cfg.seeds), "seeds is empty; give at least one seed, e.g. --seeds 0,1,2")
+    dup = sorted({s for s in cfg.seeds if cfg.seeds.count(s) > 1})
+    _require(not dup, f"seed(s) {', '.join(map(str, dup))} given more than once in seeds {cfg.seeds}: a repeated "
+                      f"seed would be counted as another independent run")
+    _require(all(0 <= s <= MAX_SEED for s in cfg.seeds), f"seeds must be integers in [0, 2^32 - 1]; got {cfg.seeds}")
+    _require(0 <= cfg.alpha_max <= 1, f"alpha_max must be in [0, 1], got {cfg.alpha_max}")
+    _require(0 <= cfg.aux_warmup <= 1, f"aux_warmup must be in [0, 1], got {cfg.aux_warmup}")
+    _require(cfg.aux_buffer >= 1, f"aux_buffer must be >= 1, got {cfg.aux_buffer}")
     for name in ("lambda_weak", "lambda_wts", "lambda_ceiling"):
         if getattr(cfg, name) != AUTO and getattr(cfg, name) < 0:
             raise W2SError(f"{name} must be >= 0 or auto, got {getattr(cfg, name)}")
@@ -203,17 +316,24 @@ def validate(cfg: ExperimentConfig) -> None:
         if cfg.ceiling_max_drop < 0:
             raise W2SError(f"ceiling_max_drop must be >= 0, got {cfg.ceiling_max_drop}")
     for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
-        if t.lr <= 0 or t.epochs <= 0 or t.batch_size < 1 or t.max_length < 8:
-            raise W2SError(f"{label} needs lr > 0, epochs > 0, batch_size >= 1, max_length >= 8; got {t}")
-    if cfg.data.n_weak < 2 or cfg.data.n_wts < 2:
-        raise W2SError("data.n_weak and data.n_wts must be at least 2")
-    if cfg.device not in {"auto", "cpu", "cuda"}:
-        raise W2SError(f"device must be auto, cpu or cuda; got {cfg.device}")
+        _require(t.lr > 0, f"{label}.lr must be > 0, got {t.lr}")
+        _require(0 < t.epochs <= 1000, f"{label}.epochs must be in (0, 1000], got {t.epochs}")
+        _require(1 <= t.batch_size <= 65536, f"{label}.batch_size must be in [1, 65536], got {t.batch_size}")
+        _require(8 <= t.max_length <= 1_000_000, f"{label}.max_length must be in [8, 1000000], got {t.max_length}")
+        _require(t.weight_decay >= 0, f"{label}.weight_decay must be >= 0, got {t.weight_decay}")
+        _require(0 <= t.lr_warmup <= 1, f"{label}.lr_warmup must be in [0, 1], got {t.lr_warmup}")
+        _require(t.grad_clip >= 0, f"{label}.grad_clip must be >= 0 (0 = no clipping), got {t.grad_clip}")
+    _require(cfg.data.n_weak >= 2 and cfg.data.n_wts >= 2, "data.n_weak and data.n_wts must be at least 2")
+    for name in ("n_test", "n_val"):
+        _require(getattr(cfg.data, name) >= 0, f"data.{name} must be >= 0 (0 = the property's default, usually all "
+                                               f"rows), got {getattr(cfg.data, name)}")
+    _require(cfg.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
+    _require(1 <= cfg.n_bootstrap <= 1_000_000, f"n_bootstrap must be in [1, 1000000], got {cfg.n_bootstrap}")
+    check_device(cfg.device)
     from .precision import PRECISIONS
 
-    if cfg.precision not in PRECISIONS:
-        raise W2SError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
-    properties.get(cfg.property).validate(cfg)
+    _require(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
+    prop.validate(cfg)
 
 
 def build_config(prop: str, preset: str | None = None, yaml_path: str | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -32,18 +33,35 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    atomic_write_text(path, dumps_strict(obj, indent=2) + "\n")
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
+def dumps_strict(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON (RFC 8259): NaN and ±inf become ``null``, numpy scalars and arrays become plain values.
+
+    Python's ``json`` writes bare ``NaN``/``Infinity`` by default, which strict parsers (jq, JavaScript,
+    Go, ``json.loads(..., parse_constant=...)``) reject; every JSON file w2strust writes goes through here.
+    """
+    return json.dumps(_finite(obj), indent=indent, sort_keys=True, allow_nan=False)
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
     if isinstance(x, np.ndarray):
-        return x.tolist()
+        return _finite(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
     raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
 def content_key(obj: Any) -> str:
     """A short stable hash of a JSON-serialisable object (the cache key of a stage)."""
-    blob = json.dumps(obj, sort_keys=True, default=_jsonable).encode()
+    blob = dumps_strict(obj).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -9,7 +9,6 @@ of ``weak_tft`` and ``weak_wts_tft``, the strong ceiling of all three).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,10 @@ from typing import Any
 from . import precision, properties
 from .cache import StageCache
 from .config import AUTO, ExperimentConfig, save_yaml
-from .io import atomic_write_json, atomic_write_text, content_key
+from .data.fingerprint import fingerprint
+from .io import atomic_write_json, atomic_write_text, content_key, dumps_strict
 from .scheduler import ExecutorOptions, Job, label, run_jobs
+from .stages import load_splits
 
 CACHE_VERSION = 1  # bump when a change to the code invalidates cached artefacts
 
@@ -42,10 +43,12 @@ class Stage:
 
 def _data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
     d = asdict(cfg.data)
-    d.pop("data_dir")  # where the files live does not change the result
-    spec = {"property": cfg.property, "data": d, "extra": cfg.extra, "precision": precision.for_config(cfg)}
+    d.pop("data_dir")  # where the files live does not change the result; what they hold does:
+    files = fingerprint(properties.get(cfg.property).data_files(cfg), cfg.resolved_data_dir())
+    spec = {"property": cfg.property, "data": d, "extra": cfg.extra, "data_files": files,
+            "precision": precision.for_config(cfg)}
     key_extra = properties.get(cfg.property).key_extra
-    return {**spec, "semantics": key_extra} if key_extra else spec  # other properties keep their keys
+    return {**spec, "semantics": key_extra} if key_extra else spec
 
 
 def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
@@ -143,6 +146,9 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(self.cfg, self.out / "config.yaml")
         stages, stubs = plan(self.cfg)
+        todo = [s for s in stages if not (self.cache / s.dirname / "meta.json").exists()]
+        if todo:  # a data file that cannot be read fails here, in one line, before any progress bar
+            load_splits(self.cfg, todo[0].seed)
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
         return write_results(self.out, self.cfg, stubs, self.cache)
 
@@ -163,7 +169,7 @@ def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]],
     if cfg.lambda_ceiling == AUTO:
         select_ceiling(cfg, stubs, store.load_meta, out)
     records = [{**stub, "metrics": store.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
-    atomic_write_text(Path(out) / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    atomic_write_text(Path(out) / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in records))
     return records
 
 

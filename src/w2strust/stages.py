@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .cache import StageCache
+from .finite import check_arrays, check_metrics
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
@@ -91,6 +92,13 @@ def _device(cfg: ExperimentConfig, device: str | None):
     return dev
 
 
+def load_splits(cfg: ExperimentConfig, seed: int):
+    """A seed's splits of the run's property (kept in memory for the next stage of the same seed)."""
+    from . import properties
+
+    return _splits(cfg, properties.get(cfg.property), seed)
+
+
 def _splits(cfg: ExperimentConfig, prop, seed: int):
     from dataclasses import asdict
 
@@ -154,7 +162,9 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
                              desc=f"{desc} eval", precision=prec)
 
     preds = prop.predict(predict, splits)
+    check_arrays(desc, preds)  # a diverged model must not be scored (NaN rows would count as class 0)
     metrics = prop.metrics(preds, prop.test_columns(splits))
+    check_metrics(desc, metrics, prop.may_be_missing)
     meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
                             "model": name, "train": log, "metrics": metrics}
 
@@ -162,6 +172,7 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
         np.savez_compressed(tmp / "preds.npz", **preds)
         if is_weak:  # stage 2: the weak model's soft labels on D_WTS
             weak_labels = predict(splits.wts)
+            check_arrays(desc, {"weak labels": weak_labels})
             np.save(tmp / "weak_labels.npy", weak_labels)
             meta["weak_label_accuracy"] = float((weak_labels.argmax(-1) == np.asarray(splits.wts["label"])).mean())
         if cfg.save_models:
@@ -174,6 +185,8 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
 def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, device):
     """A causal-LM stage (task = "generation"): fine-tune (DP when λ = ε > 0), evaluate leakage on the
     model's own training e-mails, and for the weak stage generate the WTS training text."""
+    import torch
+
     from . import models, precision
     from .io import atomic_write_json
     from .train_lm import train_causal_lm
@@ -183,12 +196,15 @@ def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, devi
     if stage.kind == "wts":
         weak_outputs = json.loads((cache.path(f"weak-{stage.depends}") / "weak_outputs.json").read_text())
     texts = prop.lm_train_texts(stage.kind, splits, weak_outputs)
+    torch.manual_seed(stage.seed)  # initialisation of randomly initialised (tiny) models
     model, tok = models.build_causal_lm(name)
     desc = f"seed {stage.seed} {stage.kind} {name}"
     model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
                                  device, desc=desc, precision=precision.for_config(cfg))
     preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, device, tcfg.max_length)
     metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
+    check_arrays(desc, preds)
+    check_metrics(desc, metrics, prop.may_be_missing)
     meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
                             "model": name, "train": log, "metrics": metrics}
 

@@ -12,10 +12,14 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
+from .determinism import use_deterministic_kernels
+from .finite import check_loss
 from .precision import autocast, grad_scaler
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (config.check_device
+    has already checked that the accelerator exists)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -121,6 +125,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     """
     from .losses import soft_cross_entropy
 
+    use_deterministic_kernels()
     model.to(device).train()
     tokens = TokenCache(tokenizer, tcfg.max_length, ds)
     lengths = np.asarray([len(r) for r in tokens.lookup(ds["text"])]) if "text" in ds.column_names else None
@@ -156,6 +161,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
             if hasattr(loss_fn, "advance"):
                 loss_fn.advance()
             losses.append(loss.detach())
+            check_loss(losses[-1].item(), len(losses), len(batches), desc, tcfg.lr, lam)
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{torch.stack(losses[-10:]).mean().item():.3f}")
     model.eval()

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
+from .determinism import use_deterministic_kernels
 from .errors import W2SError
+from .finite import check_loss
 from .precision import autocast, grad_scaler
 from .train import batch_order
 
@@ -99,6 +101,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
     fp32 only (Opacus computes per-sample gradients from the layers' activations in their dtype)."""
     if len(texts) < 2:
         raise W2SError(f"causal-LM training needs at least 2 texts, got {len(texts)}")
+    use_deterministic_kernels()
     if epsilon > 0 and precision != "fp32":
         raise W2SError(f"DP-SGD training runs in fp32; got precision={precision}: set precision=fp32 (or auto)")
     torch.manual_seed(seed)  # LoRA initialisation, dropout
@@ -148,6 +151,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
                 optim.step()
             sched.step()
             losses.append(loss.item())
+            check_loss(losses[-1], steps, n_steps, desc, tcfg.lr, epsilon)
             if len(losses) % 5 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-5:]):.3f}")
     log["steps"] = steps
@@ -175,7 +179,10 @@ def _make_private(model, optim, ids, mask, tcfg: TrainConfig, opts: LMOptions, e
     if tcfg.epochs != int(tcfg.epochs):
         raise W2SError(f"DP training needs a whole number of epochs (the accountant plans by epoch); got {tcfg.epochs}")
     dataset = torch.utils.data.TensorDataset(ids, mask)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=tcfg.batch_size)
+    # Poisson sampling draws from the loader's generator (Opacus falls back to it outside secure_mode; with
+    # none it would use the global RNG, whose state depends on everything that ran before in the process).
+    loader = torch.utils.data.DataLoader(dataset, batch_size=tcfg.batch_size,
+                                         generator=torch.Generator().manual_seed(seed))
     engine = PrivacyEngine(accountant=opts.accountant)
     epochs = int(tcfg.epochs)
     # What make_private_with_epsilon does, with the σ search cached (it costs seconds per call and
@@ -183,7 +190,7 @@ def _make_private(model, optim, ids, mask, tcfg: TrainConfig, opts: LMOptions, e
     sigma = noise_multiplier(epsilon, opts.delta, 1 / len(loader), epochs, engine.accountant.mechanism())
     # A seeded generator makes sampling and noise reproducible (experiments, not a deployment:
     # a deployment would use Opacus' secure_mode).
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 2**32)  # the noise: a stream of its own
     model, optim, dp_loader = engine.make_private(
         module=model, optimizer=optim, data_loader=loader, noise_multiplier=sigma, max_grad_norm=opts.max_grad_norm,
         poisson_sampling=True, noise_generator=generator, grad_sample_mode="hooks")

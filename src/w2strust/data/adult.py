@@ -7,7 +7,7 @@ import csv
 from datasets import Dataset
 
 from ..errors import W2SError
-from .download import locate
+from .download import locate, reading
 
 UCI = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
@@ -24,7 +24,7 @@ def serialise(row: dict[str, str]) -> str:
 
 def _read(path, skip_first: bool) -> Dataset:
     texts, labels, groups = [], [], []
-    with open(path, newline="") as f:
+    with reading(path, "UCI Adult file"), open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, skipinitialspace=True)
         for i, fields in enumerate(reader):
             if (skip_first and i == 0) or not fields or len(fields) < len(COLUMNS):

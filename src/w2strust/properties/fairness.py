@@ -19,7 +19,7 @@ from fairlearn.metrics import (
 )
 
 from ..data import Splits, split_pool, subsample
-from ..data.adult import load_adult
+from ..data.adult import UCI, load_adult
 from . import register
 from .base import TrustProperty
 
@@ -83,6 +83,9 @@ class Fairness(TrustProperty):
         pool, test = load_adult(cfg.resolved_data_dir())
         weak, wts = split_pool(pool, cfg.data.n_weak, cfg.data.n_wts, seed)
         return Splits(weak=weak, wts=wts, test=subsample(test, cfg.data.n_test, seed))
+
+    def data_files(self, cfg):
+        return [(f"adult/{f}", UCI + f, True) for f in ("adult.data", "adult.test")]
 
     def train_loss(self, forward, batch, targets, task_loss, lam):
         logits = forward(batch)

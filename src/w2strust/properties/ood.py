@@ -26,8 +26,7 @@ import torch
 from datasets import Dataset, concatenate_datasets
 
 from ..data import Splits, subsample
-from ..data.sst2 import BASE_STYLE, load_ood_styles, load_sst2_phrases
-from ..errors import W2SError
+from ..data.sst2 import BASE_STYLE, DT_RAW, load_ood_styles, load_sst2_phrases
 from . import register
 from .base import TrustProperty
 
@@ -120,11 +119,10 @@ class OODRobustness(TrustProperty):
                           eval_batch_size=256),
         }
 
-    def validate(self, cfg) -> None:
-        if cfg.data.n_val < 0 or cfg.data.n_test < 0:
-            raise W2SError("data.n_val and data.n_test must be >= 0 (0 = all)")
-
     # ---- data
+    def data_files(self, cfg):
+        return [("sst2/glue/train.tsv", None, True), ("ood_style/style.json", DT_RAW + "ood/styles/style.json", True)]
+
     def load_splits(self, cfg, seed: int) -> Splits:
         data_dir = cfg.resolved_data_dir()
         styles = load_ood_styles(data_dir)

@@ -21,7 +21,7 @@ import torch
 
 from .. import privacy_metrics as pm
 from ..data import Splits
-from ..data.email_corpus import load_decodingtrust_maps, load_enron
+from ..data.email_corpus import DT, HAM, RAW, load_decodingtrust_maps, load_enron
 from ..errors import W2SError
 from ..train_lm import LMOptions
 from . import register
@@ -59,6 +59,8 @@ class Privacy(TrustProperty):
     task_higher_is_better = False
     lambda_meaning = "target DP ε (0 = no DP)"
     lambda_grid = (0.0, 1.0, 4.0, 8.0)  # ε; 0 (no DP) is the reference. ceiling_max_drop is in perplexity units here
+    may_be_missing = ("pii_extraction", "pii_kshot")  # NaN when the e-mails hold no address to complete
+    extra_options = DEFAULTS
     description = ("Enron e-mails, causal-LM fine-tuning, DP-SGD (Opacus) as the regulariser; extraction rate, "
                    "PII completion and membership inference on each model's own training e-mails")
 
@@ -104,9 +106,6 @@ class Privacy(TrustProperty):
     def validate(self, cfg) -> None:
         from ..models import get_spec
 
-        unknown = sorted(set(cfg.extra) - set(DEFAULTS))
-        if unknown:
-            raise W2SError(f"unknown privacy option(s) extra.{', extra.'.join(unknown)}; known: {', '.join(DEFAULTS)}")
         o = self.options(cfg)
         for m in (cfg.weak_model, cfg.strong_model):
             if get_spec(m).arch != "decoder":
@@ -139,6 +138,11 @@ class Privacy(TrustProperty):
                          delta=float(o["delta"]), max_grad_norm=float(o["max_grad_norm"]), accountant=o["accountant"])
 
     # ---- data
+    def data_files(self, cfg):
+        kshot = self.options(cfg)["kshot"]
+        return [(RAW, None, True), (HAM, None, True)] + (
+            [(DT + "email2name.json", None, False), (DT + f"{kshot}.json", None, False)] if kshot else [])
+
     def load_splits(self, cfg, seed: int) -> Splits:
         d = cfg.data
         n_test = d.n_test or self.options(cfg)["n_eval"]
