@@ -23,13 +23,16 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir",
                    help="local data folder laid out like shared/data (else $W2STRUST_DATA, else download)")
     p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--log", choices=("none", "tensorboard", "wandb"),
+                   help="also log every stage's training curve to TensorBoard (<out>/tensorboard) or Weights & Biases "
+                        "(offline unless configured); needs the optional extra w2strust[tensorboard] / [wandb]")
 
 
 def _build(args, prop: str | None = None):
     from .config import build_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
-    for key in ("seeds", "strategies", "device"):
+    for key in ("seeds", "strategies", "device", "log"):
         if getattr(args, key, None):
             overrides[key] = getattr(args, key)
     if args.data_dir:
@@ -38,12 +41,13 @@ def _build(args, prop: str | None = None):
 
 
 def _check_models(cfg) -> None:
-    """Fail before any training if a model cannot be obtained (and materialise bundled ones now)."""
-    from .models import get_spec, model_path
+    """Fail before any training if a model cannot be obtained or cannot serve the property's task (and
+    materialise bundled ones now)."""
+    from .models import check
+    from .properties import get
 
     for name in dict.fromkeys((cfg.weak_model, cfg.strong_model)):
-        if get_spec(name).source != "tiny":
-            model_path(name)
+        check(name, get(cfg.property).task)
 
 
 def cmd_run(args) -> None:
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("study", help="run several properties with one preset and write the combined Table 1")
     p.add_argument("--properties", default="fairness", help="comma-separated, e.g. fairness,ood,adversarial,privacy")
-    for a in ("--preset", "--config", "--seeds", "--strategies", "--data-dir", "--device", "--out", "--cache"):
+    for a in ("--preset", "--config", "--seeds", "--strategies", "--data-dir", "--device", "--log", "--out", "--cache"):
         p.add_argument(a, default="quick" if a == "--preset" else None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(fn=cmd_study)

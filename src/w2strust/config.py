@@ -22,6 +22,7 @@ STRATEGIES = ("no_tft", "weak_tft", "weak_wts_tft")
 AUTO = "auto"
 AUTO_KEYS = {"lambda_ceiling"}  # keys that take a number or "auto"
 ROLES = ("weak", "wts_naive", "wts_aux", "strong_ceiling")
+TRACKERS = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ExperimentConfig:
     n_bootstrap: int = 500  # resamples of the test set for the WTS-trust significance test
     save_models: bool = False  # also write every trained model's weights (safetensors) into the cache
     device: str = "auto"  # auto | cpu | cuda
+    log: str = "none"  # experiment tracking: none | tensorboard | wandb (curves of every stage; not in stage keys)
     extra: dict[str, Any] = field(default_factory=dict)  # property-specific options (documented per property)
 
     def resolved_data_dir(self) -> str | None:
@@ -208,6 +210,8 @@ def validate(cfg: ExperimentConfig) -> None:
         raise W2SError("data.n_weak and data.n_wts must be at least 2")
     if cfg.device not in {"auto", "cpu", "cuda"}:
         raise W2SError(f"device must be auto, cpu or cuda; got {cfg.device}")
+    if cfg.log not in TRACKERS:
+        raise W2SError(f"log must be one of {', '.join(TRACKERS)}; got '{cfg.log}'")
     properties.get(cfg.property).validate(cfg)
 
 
@@ -231,6 +235,9 @@ def build_config(prop: str, preset: str | None = None, yaml_path: str | None = N
         _apply(cfg, data, "")
     if overrides:
         _apply(cfg, overrides, "")
+    from .models import canonical_name
+
+    cfg.weak_model, cfg.strong_model = canonical_name(cfg.weak_model), canonical_name(cfg.strong_model)
     validate(cfg)
     return cfg
 

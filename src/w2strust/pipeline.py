@@ -24,11 +24,12 @@ import torch
 from datasets import concatenate_datasets
 from tqdm.auto import tqdm
 
-from . import models, properties
+from . import audit, models, properties, tracking
 from .config import AUTO, ExperimentConfig, save_yaml
 from .data import Splits
 from .io import atomic_write_json, atomic_write_text, content_key
 from .losses import AuxConfidenceLoss
+from .saved_models import link_saved_models
 from .train import predict_proba, resolve_device, train_classifier
 
 CACHE_VERSION = 1  # bump when a change to the code invalidates cached artefacts
@@ -66,19 +67,19 @@ def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
 
 
 def weak_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
-    return Stage("weak", seed, {**_data_spec(cfg), "model": cfg.weak_model, "train": asdict(cfg.weak_train),
-                                "lambda": lam})
+    return Stage("weak", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.weak_model),
+                                "train": asdict(cfg.weak_train), "lambda": lam})
 
 
 def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
-    return Stage("ceiling", seed, {**_data_spec(cfg), "model": cfg.strong_model, "train": asdict(cfg.strong_train),
-                                   "lambda": lam})
+    return Stage("ceiling", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
+                                   "train": asdict(cfg.strong_train), "lambda": lam})
 
 
 def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) -> Stage:
     aux = {"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha_max > 0 else {}
-    return Stage("wts", weak.seed, {**_data_spec(cfg), "model": cfg.strong_model, "train": asdict(cfg.strong_train),
-                                    "lambda": lam, "aux": aux}, depends=weak.key)
+    return Stage("wts", weak.seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
+                                    "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux}, depends=weak.key)
 
 
 def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
@@ -160,11 +161,16 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(self.cfg, self.out / "config.yaml")
         stages, stubs = plan(self.cfg)
+        tracker = tracking.open_tracker(self.cfg.log, self.out)  # a missing optional package stops us before training
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
         if self.cfg.lambda_ceiling == AUTO:
             select_ceiling(self.cfg, stubs, self.load_meta, self.out)
         records = [{**stub, "metrics": self.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
         atomic_write_text(self.out / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        if self.cfg.save_models:
+            link_saved_models(self.out, self.cache, records)
+        if tracker is not None:
+            tracker.log_run(self.cfg, records, self.load_meta)
         return records
 
     def execute_all(self, stages: list[Stage], desc: str) -> None:
@@ -172,7 +178,9 @@ class Runner:
         with tqdm(stages, desc=desc, unit="model", dynamic_ncols=True) as bar:
             for stage in bar:
                 bar.set_postfix_str(f"seed {stage.seed} {stage.kind} {stage.spec['model']} λ={stage.spec['lambda']}")
-                if not (self.cache / stage.dirname / "meta.json").exists():
+                done = self.cache / stage.dirname
+                # a stage cached without its weights is retrained when the weights are asked for
+                if not (done / "meta.json").exists() or (self.cfg.save_models and not (done / "model").is_dir()):
                     self._execute(stage)
 
     def load_meta(self, stage: Stage | str) -> dict[str, Any]:
@@ -218,7 +226,8 @@ class Runner:
         preds = prop.predict(predict, splits)
         metrics = prop.metrics(preds, prop.test_columns(splits))
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                                "model": name, "train": log, "metrics": metrics}
+                                "model": name, "train": log, "metrics": metrics,
+                                "audit": audit.collect(self.device, model, models.provenance(name, model), started)}
 
         def write(tmp: Path) -> None:
             np.savez_compressed(tmp / "preds.npz", **preds)
@@ -251,7 +260,8 @@ class Runner:
         preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, self.device, tcfg.max_length)
         metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                                "model": name, "train": log, "metrics": metrics}
+                                "model": name, "train": log, "metrics": metrics,
+                                "audit": audit.collect(self.device, model, models.provenance(name, model), started)}
 
         def write(tmp: Path) -> None:
             np.savez_compressed(tmp / "preds.npz", **preds)

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
+from .curve import TrainingCurve
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,6 +56,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     model.to(device).train()
     batches = batch_order(len(ds), tcfg.batch_size, tcfg.epochs, seed)
     loss_fn = make_task_loss(len(batches)) if make_task_loss else (task_loss or soft_cross_entropy)
+    curve = TrainingCurve(len(batches))
     cols = {c: ds[c] for c in ds.column_names}
     targets_t = torch.as_tensor(targets, dtype=torch.float32)
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,
@@ -76,10 +78,12 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
             if hasattr(loss_fn, "advance"):
                 loss_fn.advance()
             losses.append(loss.item())
+            curve.add(len(losses), losses[-1], sched.get_last_lr()[0],
+                      **(loss_fn.curve_values() if hasattr(loss_fn, "curve_values") else {}))
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     model.eval()
-    return {"steps": len(batches), "final_loss": float(np.mean(losses[-20:]))}
+    return {"steps": len(batches), "final_loss": float(np.mean(losses[-20:])), "curve": curve.points}
 
 
 @torch.no_grad()
