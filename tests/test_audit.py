@@ -154,3 +154,19 @@ def test_log_wandb_without_the_package_says_how_to_install(tmp_path, monkeypatch
     assert ("w2strust: error: --log wandb needs the wandb package, which is not installed: pip install "
             "'w2strust[wandb]'") in capsys.readouterr().err
     assert not (tmp_path / "r" / "cache").exists()  # stopped before training anything
+
+
+def test_a_stage_cached_without_its_weights_is_retrained_when_they_are_asked_for(fairness_local, tmp_path):
+    import shutil
+
+    from w2strust.pipeline import Runner
+
+    out, strong = fairness_local
+    copy = shutil.copytree(out, tmp_path / "copy", symlinks=True)
+    victim = sorted((copy / "cache").glob("wts-*"))[0]
+    shutil.rmtree(victim / "model")
+    cfg = build_config("fairness", "smoke", overrides={"strategies": ["weak_wts_tft"], "strong_model": strong,
+                                                       "save_models": True})
+    runner = Runner(cfg, copy)
+    runner.run()
+    assert runner.trained == [victim.name] and (victim / "model" / "config.json").exists()

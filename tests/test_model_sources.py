@@ -95,3 +95,14 @@ def test_registered_hub_id_shares_the_registry_entry():
 def test_unknown_name_lists_the_three_kinds():
     with pytest.raises(W2SError, match="unknown model 'bert'.*a Hub id such as EleutherAI/pythia-70m, or a local"):
         models.get_spec("bert")
+
+
+def test_hub_provenance_names_the_cached_snapshot(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(models, "_cached_hub_arch", lambda hub_id: "")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, filename: f"/hf/hub/models--x/snapshots/0123abc/{filename}")
+    assert models.provenance("sentence-transformers/all-MiniLM-L6-v2") == {
+        "name": "sentence-transformers/all-MiniLM-L6-v2", "source": "hub",
+        "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "revision": "0123abc"}

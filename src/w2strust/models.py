@@ -370,14 +370,17 @@ def stage_id(name: str) -> str:
     return f"local-sha256:{folder_sha256(spec.path)}" if spec.source == "local" else spec.name
 
 
-def provenance(name: str, model=None) -> dict:
+def provenance(name: str) -> dict:
     """Where a stage's model came from, for its audit record."""
     spec = get_spec(name)
     out = {"name": name, "source": spec.source}
     if spec.source == "local":
         out.update(path=spec.path, sha256=folder_sha256(spec.path))
-    elif spec.source == "hub":
-        out.update(hub_id=spec.hub_id, revision=getattr(getattr(model, "config", None), "_commit_hash", None))
+    elif spec.source == "hub":  # the commit of the cached snapshot from_pretrained read (.../snapshots/<commit>/)
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec.hub_id, "config.json")
+        out.update(hub_id=spec.hub_id, revision=Path(cached).parent.name if isinstance(cached, str) else "unknown")
     elif spec.source == "bundled":
         out.update(packages={p: md.version(p) for p in spec.packages if _installed(p)})
     return out

@@ -227,7 +227,7 @@ class Runner:
         metrics = prop.metrics(preds, prop.test_columns(splits))
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
                                 "model": name, "train": log, "metrics": metrics,
-                                "audit": audit.collect(self.device, model, models.provenance(name, model), started)}
+                                "audit": audit.collect(self.device, model, models.provenance(name), started)}
 
         def write(tmp: Path) -> None:
             np.savez_compressed(tmp / "preds.npz", **preds)
@@ -261,7 +261,7 @@ class Runner:
         metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
         meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
                                 "model": name, "train": log, "metrics": metrics,
-                                "audit": audit.collect(self.device, model, models.provenance(name, model), started)}
+                                "audit": audit.collect(self.device, model, models.provenance(name), started)}
 
         def write(tmp: Path) -> None:
             np.savez_compressed(tmp / "preds.npz", **preds)
