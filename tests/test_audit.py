@@ -13,9 +13,9 @@ from test_model_sources import save_tiny
 from w2strust import audit
 from w2strust.cli import main
 from w2strust.config import build_config
-from w2strust.curve import TrainingCurve
 from w2strust.properties import get
 from w2strust.saved_models import POINTER, link_saved_models
+from w2strust.train_curve import TrainingCurve
 
 AUDIT_FIELDS = ("versions", "git", "device", "dtype", "model", "started")
 VERSIONED = ("torch", "transformers", "peft", "opacus", "fairlearn", "datasets")

@@ -1,6 +1,6 @@
 """What a stage's meta.json records so that a researcher can audit it: the software that produced it
 (package versions, the project's git commit and whether the tree had uncommitted changes), where it
-ran (device, dtype, threads) and when. The training curve comes from the loops (see ``curve.py``),
+ran (device, dtype, threads) and when. The training curve comes from the loops (see ``train_curve.py``),
 the wall time from the pipeline.
 """
 

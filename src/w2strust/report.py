@@ -198,7 +198,7 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
         doc["ceiling_selection"] = ceiling
         atomic_write_json(run_dir / "summary.json", doc)
     text = render_markdown(cfg, prop, summary, trust, doc["collapsed"], ceiling)
-    from .training_curves import curves_figure
+    from .train_curves_figure import curves_figure
 
     if curves_figure(records, cache, run_dir / "training_curves.png", title):
         text += ("\n## Training curves\n\nTraining loss per logged step of every model (one line per seed), and "

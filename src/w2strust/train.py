@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
-from .curve import TrainingCurve
+from .train_curve import TrainingCurve
 
 
 def resolve_device(name: str) -> torch.device:

@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
-from .curve import TrainingCurve
 from .errors import W2SError
 from .train import batch_order
+from .train_curve import TrainingCurve
 
 
 @dataclass
