@@ -201,9 +201,11 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     from .train_curves_figure import curves_figure
 
     if curves_figure(records, cache, run_dir / "training_curves.png", title):
-        text += ("\n## Training curves\n\nTraining loss per logged step of every model (one line per seed), and "
-                 "for WTS-Aux-Loss the weight α of the auxiliary loss and the hardening threshold; the points are in "
-                 "each stage's `meta.json` (`train.curve`).\n\n![Training curves](training_curves.png)\n")
+        aux = (", and for WTS-Aux-Loss the weight α of the auxiliary loss and the hardening threshold"
+               if "wts_aux" in prop.roles else "")
+        text += (f"\n## Training curves\n\nTraining loss per logged step of every model (one line per seed){aux}; "
+                 "the points are in each stage's `meta.json` (`train.curve`).\n\n"
+                 "![Training curves](training_curves.png)\n")
     atomic_write_text(run_dir / "report.md", text)
     return doc
 
