@@ -8,7 +8,7 @@ from w2strust.errors import W2SError
 
 
 def test_hub_model_offline_fails_fast_with_instructions():
-    with pytest.raises(W2SError, match="huggingface-cli download EleutherAI/pythia-14m"):
+    with pytest.raises(W2SError, match="hf download EleutherAI/pythia-14m"):
         models.model_path("pythia-14m")
 
 

@@ -48,6 +48,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (checked before anything trains)")
     p.add_argument("--precision", help="auto (default: bf16 autocast where the device multiplies bf16 natively, "
                                        "else fp32) | fp32 | bf16 | fp16")
+    p.add_argument("--log", choices=("none", "tensorboard", "wandb"),
+                   help="also log every stage's training curve to TensorBoard (<out>/tensorboard) or Weights & Biases "
+                        "(offline unless configured); needs the optional extra w2strust[tensorboard] / [wandb]")
 
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
@@ -77,7 +80,7 @@ def _build(args, prop: str | None = None):
     from .config import build_config, parse_overrides
 
     overrides = parse_overrides(args.overrides)
-    for key in ("seeds", "strategies", "device", "precision"):
+    for key in ("seeds", "strategies", "device", "precision", "log"):
         if getattr(args, key, None) is not None:  # an empty --seeds '' is an error, not "use the default"
             overrides[key] = getattr(args, key)
     if args.data_dir:
@@ -86,12 +89,13 @@ def _build(args, prop: str | None = None):
 
 
 def _check_models(cfg) -> None:
-    """Fail before any training if a model cannot be obtained (and materialise bundled ones now)."""
-    from .models import get_spec, model_path
+    """Fail before any training if a model cannot be obtained or cannot serve the property's task (and
+    materialise bundled ones now)."""
+    from .models import check
+    from .properties import get
 
     for name in dict.fromkeys((cfg.weak_model, cfg.strong_model)):
-        if get_spec(name).source != "tiny":
-            model_path(name)
+        check(name, get(cfg.property).task)
 
 
 def check_writable_dir(path: Path, flag: str) -> None:
@@ -330,7 +334,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("study_file", nargs="?", help="study YAML, e.g. configs/study-smoke.yaml (see README: Studies)")
     p.add_argument("--properties", help="comma-separated properties (overrides the file's; or use without a file)")
     p.add_argument("--preset", help="preset for every run (overrides the file's; default quick)")
-    for a in ("--seeds", "--strategies", "--data-dir", "--device", "--precision"):
+    for a in ("--seeds", "--strategies", "--data-dir", "--device", "--precision", "--log"):
         p.add_argument(a)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run (applied after the study file)")

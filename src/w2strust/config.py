@@ -23,6 +23,7 @@ STRATEGIES = ("no_tft", "weak_tft", "weak_wts_tft")
 AUTO = "auto"
 AUTO_KEYS = {"lambda_ceiling"}  # keys that take a number or "auto"
 ROLES = ("weak", "wts_naive", "wts_aux", "strong_ceiling")
+TRACKERS = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ExperimentConfig:
     save_models: bool = False  # also write every trained model's weights (safetensors) into the cache
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16: autocast of training and prediction (see precision.py)
+    log: str = "none"  # experiment tracking: none | tensorboard | wandb (curves of every stage; not in stage keys)
     extra: dict[str, Any] = field(default_factory=dict)  # property-specific options (documented per property)
 
     def resolved_data_dir(self) -> str | None:
@@ -333,6 +335,7 @@ def validate(cfg: ExperimentConfig) -> None:
     from .precision import PRECISIONS
 
     _require(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
+    _require(cfg.log in TRACKERS, f"log must be one of {', '.join(TRACKERS)}; got '{cfg.log}'")
     prop.validate(cfg)
 
 
@@ -356,6 +359,9 @@ def build_config(prop: str, preset: str | None = None, yaml_path: str | None = N
         _apply(cfg, data, "")
     if overrides:
         _apply(cfg, overrides, "")
+    from .models import canonical_name
+
+    cfg.weak_model, cfg.strong_model = canonical_name(cfg.weak_model), canonical_name(cfg.strong_model)
     validate(cfg)
     return cfg
 

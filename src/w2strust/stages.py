@@ -29,13 +29,15 @@ _SPLITS: dict[str, Any] = {}  # (property, data settings, seed) -> Splits; one e
 
 
 def required_files(cfg: ExperimentConfig, kind: str) -> tuple[str, ...]:
-    """The files a later stage or the report reads from a stage of this kind."""
+    """The files a later stage or the report reads from a stage of this kind (and the weights, when asked
+    for: a stage cached without them is retrained under ``save_models``)."""
     from . import properties
 
+    weights = ("model/config.json",) if cfg.save_models else ()
     if kind != "weak":
-        return ("preds.npz",)
+        return ("preds.npz", *weights)
     generation = properties.get(cfg.property).task == "generation"
-    return ("preds.npz", "weak_outputs.json" if generation else "weak_labels.npy")
+    return ("preds.npz", "weak_outputs.json" if generation else "weak_labels.npy", *weights)
 
 
 def run_stage(cfg: ExperimentConfig, stage: Stage, cache_root: str, device: str | None = None,
@@ -67,7 +69,7 @@ def run_stage(cfg: ExperimentConfig, stage: Stage, cache_root: str, device: str 
             weak_problem = cache.problem(weak, required_files(cfg, "weak"))
             if weak_problem is not None:  # the scheduler runs the weak stage first; this is a real fault
                 raise RuntimeError(f"{stage.dirname} needs {weak}, which is not usable: {weak_problem}")
-        meta, write = _train(cfg, stage, cache, dev)
+        meta, write = _train(cfg, stage, cache, dev, started)
         meta["seconds"] = round(time.time() - started, 1)
         cache.commit(stage.dirname, meta, write)
         gc.collect()  # the model went out of scope: release its memory before the next stage
@@ -110,14 +112,14 @@ def _splits(cfg: ExperimentConfig, prop, seed: int):
     return _SPLITS[key]
 
 
-def _train(cfg: ExperimentConfig, stage: Stage, cache: StageCache, device):
+def _train(cfg: ExperimentConfig, stage: Stage, cache: StageCache, device, started: float):
     """Train and evaluate the stage's model; return its meta.json content and a function writing its files."""
     from . import properties
 
     prop = properties.get(cfg.property)
     if prop.task == "generation":
-        return _train_lm(cfg, prop, stage, cache, device)
-    return _train_classifier(cfg, prop, stage, cache, device)
+        return _train_lm(cfg, prop, stage, cache, device, started)
+    return _train_classifier(cfg, prop, stage, cache, device, started)
 
 
 def _setup(cfg: ExperimentConfig, prop, stage: Stage):
@@ -128,11 +130,11 @@ def _setup(cfg: ExperimentConfig, prop, stage: Stage):
     return _splits(cfg, prop, stage.seed), is_weak, name, tcfg
 
 
-def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, device):
+def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, device, started: float):
     import torch
     from datasets import concatenate_datasets
 
-    from . import models, precision
+    from . import audit, models, precision
     from .losses import AuxConfidenceLoss
     from .train import predict_proba, train_classifier
 
@@ -166,7 +168,8 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
     metrics = prop.metrics(preds, prop.test_columns(splits))
     check_metrics(desc, metrics, prop.may_be_missing)
     meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                            "model": name, "train": log, "metrics": metrics}
+                            "model": name, "train": log, "metrics": metrics,
+                            "audit": audit.collect(device, model, models.provenance(name), started)}
 
     def write(tmp) -> None:
         np.savez_compressed(tmp / "preds.npz", **preds)
@@ -182,12 +185,12 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
     return meta, write
 
 
-def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, device):
+def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, device, started: float):
     """A causal-LM stage (task = "generation"): fine-tune (DP when λ = ε > 0), evaluate leakage on the
     model's own training e-mails, and for the weak stage generate the WTS training text."""
     import torch
 
-    from . import models, precision
+    from . import audit, models, precision
     from .io import atomic_write_json
     from .train_lm import train_causal_lm
 
@@ -206,7 +209,8 @@ def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, devi
     check_arrays(desc, preds)
     check_metrics(desc, metrics, prop.may_be_missing)
     meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                            "model": name, "train": log, "metrics": metrics}
+                            "model": name, "train": log, "metrics": metrics,
+                            "audit": audit.collect(device, model, models.provenance(name), started)}
 
     def write(tmp) -> None:
         np.savez_compressed(tmp / "preds.npz", **preds)

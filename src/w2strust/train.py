@@ -15,6 +15,7 @@ from .config import TrainConfig
 from .determinism import use_deterministic_kernels
 from .finite import check_loss
 from .precision import autocast, grad_scaler
+from .train_curve import TrainingCurve
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,6 +132,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     lengths = np.asarray([len(r) for r in tokens.lookup(ds["text"])]) if "text" in ds.column_names else None
     batches = batch_order(len(ds), tcfg.batch_size, tcfg.epochs, seed, lengths)
     loss_fn = make_task_loss(len(batches)) if make_task_loss else (task_loss or soft_cross_entropy)
+    curve = TrainingCurve(len(batches))
     cols = {c: ds[c] for c in ds.column_names}
     targets_t = torch.as_tensor(targets, dtype=torch.float32)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -161,12 +163,15 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
             if hasattr(loss_fn, "advance"):
                 loss_fn.advance()
             losses.append(loss.detach())
-            check_loss(losses[-1].item(), len(losses), len(batches), desc, tcfg.lr, lam)
+            value = losses[-1].item()
+            check_loss(value, len(losses), len(batches), desc, tcfg.lr, lam)
+            curve.add(len(losses), value, sched.get_last_lr()[0],
+                      **(loss_fn.curve_values() if hasattr(loss_fn, "curve_values") else {}))
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{torch.stack(losses[-10:]).mean().item():.3f}")
     model.eval()
     return {"steps": len(batches), "final_loss": float(torch.stack(losses[-20:]).float().mean()),
-            "precision": precision}
+            "precision": precision, "curve": curve.points}
 
 
 def predict_proba(model, tokenizer, ds: Dataset, column: str, max_length: int, batch_size: int,

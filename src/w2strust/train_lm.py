@@ -30,6 +30,7 @@ from .errors import W2SError
 from .finite import check_loss
 from .precision import autocast, grad_scaler
 from .train import batch_order
+from .train_curve import TrainingCurve
 
 
 @dataclass
@@ -125,6 +126,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
     # Opacus' hooks warn when no *input* needs a gradient (frozen embeddings): expected, not a problem.
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
     sched = get_linear_schedule_with_warmup(optim, int(tcfg.lr_warmup * n_steps), n_steps)
+    curve = TrainingCurve(n_steps)  # points on the steps that had rows (an empty Poisson batch has no loss)
     with tqdm(total=n_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True) as bar:
         for b_ids, b_mask in batches:
             bar.update(1)
@@ -152,10 +154,12 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
             sched.step()
             losses.append(loss.item())
             check_loss(losses[-1], steps, n_steps, desc, tcfg.lr, epsilon)
+            curve.add(steps, losses[-1], sched.get_last_lr()[0])
             if len(losses) % 5 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-5:]):.3f}")
     log["steps"] = steps
     log["final_loss"] = float(np.mean(losses[-20:])) if losses else float("nan")
+    log["curve"] = curve.points
     if engine is not None:
         log["epsilon"] = float(engine.get_epsilon(opts.delta))
     return finish_model(model), log

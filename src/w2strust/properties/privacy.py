@@ -108,9 +108,9 @@ class Privacy(TrustProperty):
 
         o = self.options(cfg)
         for m in (cfg.weak_model, cfg.strong_model):
-            if get_spec(m).arch != "decoder":
-                raise W2SError(f"privacy fine-tunes causal LMs; '{m}' is an encoder. Use smollm2-135m, gemma3-270m, "
-                               f"pythia-* or tiny-gpt-neox")
+            if get_spec(m).arch == "encoder":  # "" = a Hub model not fetched yet: checked before training
+                raise W2SError(f"privacy fine-tunes causal LMs; '{m}' is an encoder. Use a decoder: smollm2-135m, "
+                               f"gemma3-270m, pythia-*, tiny-gpt-neox, a Hub id or a local folder of one")
         if not 0 < o["delta"] < 1:
             raise W2SError(f"extra.delta must be in (0, 1), got {o['delta']}")
         if o["max_grad_norm"] <= 0:
