@@ -47,7 +47,9 @@ def fairness_local(tmp_path_factory):
     strong = save_tiny("tiny-bert-wide", root / "my-strong-model")
     out = root / "run"
     assert main(["run", "fairness", "--preset", "smoke", "--strategies", "weak_wts_tft", "--set",
-                 f"strong_model={strong}", "--set", "save_models=true", "--log", "tensorboard", "--out", str(out)]) == 0
+                 f"strong_model={strong}", "--set", "save_models=true", "--log", "tensorboard",
+                 # fp32: the test compares the saved model's fp32 outputs with the cached predictions
+                 "--precision", "fp32", "--out", str(out)]) == 0
     return out, strong
 
 

@@ -34,7 +34,7 @@ def run(prop: str, out: Path) -> None:
 def artefacts(out: Path) -> dict[str, object]:
     """Everything a stage computed: metrics, prediction arrays, weak labels / generations (not timings)."""
     found: dict[str, object] = {}
-    for stage in sorted((out / "cache").iterdir()):
+    for stage in sorted(p for p in (out / "cache").iterdir() if not p.name.startswith(".")):  # not .locks
         found[f"{stage.name}/metrics"] = json.loads((stage / "meta.json").read_text())["metrics"]
         with np.load(stage / "preds.npz") as preds:
             for k in preds.files:

@@ -255,6 +255,8 @@ def get_spec(name: str) -> ModelSpec:
 
 def canonical_name(name: str) -> str:
     """A local folder as an absolute path (a run's config.yaml then works from any directory); else unchanged."""
+    if not name:  # empty: left for validate() to report in one line
+        return name
     path = Path(name).expanduser()
     return str(path.resolve()) if name not in MODELS and path.is_dir() else name
 

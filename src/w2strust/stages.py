@@ -134,7 +134,7 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
     import torch
     from datasets import concatenate_datasets
 
-    from . import audit, models, precision
+    from . import audit, models
     from .losses import AuxConfidenceLoss
     from .train import predict_proba, train_classifier
 
@@ -155,7 +155,7 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
         ds = splits.weak if is_weak else concatenate_datasets([splits.weak, splits.wts])
         targets = np.eye(prop.num_labels, dtype=np.float32)[np.asarray(ds["label"])]
     desc = f"seed {stage.seed} {stage.kind}{'-aux' if stage.spec.get('aux') else ''} {name}"
-    prec = precision.for_config(cfg)
+    prec = stage.spec["precision"]  # the precision in the stage key, resolved where the run was planned
     log = train_classifier(model, tok, ds, targets, tcfg, prop, stage.spec["lambda"], stage.seed, device,
                            make_task_loss=make_loss, desc=desc, precision=prec)
 
@@ -190,7 +190,7 @@ def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, devi
     model's own training e-mails, and for the weak stage generate the WTS training text."""
     import torch
 
-    from . import audit, models, precision
+    from . import audit, models
     from .io import atomic_write_json
     from .train_lm import train_causal_lm
 
@@ -203,7 +203,7 @@ def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, devi
     model, tok = models.build_causal_lm(name)
     desc = f"seed {stage.seed} {stage.kind} {name}"
     model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
-                                 device, desc=desc, precision=precision.for_config(cfg))
+                                 device, desc=desc, precision=stage.spec["precision"])
     preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, device, tcfg.max_length)
     metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
     check_arrays(desc, preds)
