@@ -82,7 +82,7 @@ def main() -> None:
         print(json.dumps(one_variant(args.model, args.variant == "dp", args.steps, args.data_dir)))
         return
     models = ["smollm2-135m"] if args.quick else ["smollm2-135m", "gemma3-270m"]
-    steps = 3 if args.quick else 8
+    steps = 5 if args.quick else 8
     print("# DP-SGD step vs non-private step (privacy quick preset: LoRA r16 on the top 8 blocks, batch 8, "
           "64 tokens)")
     print(f"machine: {common.machine()}; median of {steps} steps after a warm-up step\n")
