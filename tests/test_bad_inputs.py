@@ -9,6 +9,7 @@ Most bad inputs fail in validation, so they run in-process through ``w2strust.cl
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,9 +38,10 @@ def filled(tmp_path_factory):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    # lock files (<cache>/.locks/) are empty markers of who may write a stage, not artefacts
+    """Every computed file (hidden paths: the cache's lock files and temporary folders, are not results)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".locks" not in p.parts}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
 
 
 def assert_one_line_error(rc: int, err: str, expected_rc: int = 2, needle: str = "") -> str:
@@ -267,3 +270,35 @@ def test_sigterm_keeps_finished_stages(filled, tmp_path):
     after = snapshot(cache)
     assert all(after.get(k) == v for k, v in before.items())  # nothing cached was lost
     assert not [p for p in cache.iterdir() if p.name.startswith(".") and p.name != ".locks"]  # no temp folder left
+
+
+# ------------------------------------------------------------------ damaged artefacts in the cache
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 2)])
+
+
+def _garbage(p: Path) -> None:
+    p.write_bytes(b"\x00garbage\xff" * 7)
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("preds.npz", _truncate), ("meta.json", _garbage), ("weak_labels.npy", _truncate),
+], ids=["preds-truncated", "meta-garbage", "weak-labels-truncated"])
+def test_damaged_artefact_is_named_in_one_line_and_retrained(name, damage, filled, tmp_path):
+    out, _ = filled
+    cache = tmp_path / "cache"
+    shutil.copytree(out / "cache", cache)
+    stage = next(d for d in sorted(cache.iterdir()) if (d / name).exists() and d.name.startswith("weak-"))
+    with np.load(out / "cache" / stage.name / "preds.npz") as f:
+        original = {k: f[k].tobytes() for k in f.files}
+    damage(stage / name)
+    cmd = [sys.executable, "-m", "w2strust.cli", "run", "fairness", *SMOKE, "--strategies", "no_tft",
+           "--out", str(tmp_path / "o"), "--cache", str(cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    naming = [line for line in (proc.stdout + proc.stderr).splitlines() if str(stage / name) in line]
+    assert len(naming) == 1 and "damaged artefact" in naming[0], proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    with np.load(stage / "preds.npz") as f:  # retrained, and (same seed) bit for bit what it was
+        assert {k: f[k].tobytes() for k in f.files} == original
+    assert json.loads((tmp_path / "o" / "results.jsonl").read_text().splitlines()[0])["metrics"]

@@ -284,6 +284,12 @@ def _typed_extra(given: dict[str, Any], defaults: dict[str, Any], what: str, whe
     return out
 
 
+def _check_model_names(cfg: ExperimentConfig) -> None:
+    for role in ("weak_model", "strong_model"):
+        name = getattr(cfg, role)
+        _require(bool(name and str(name).strip()), f"{role} is empty; name a model (see `w2strust models`)")
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Every value's type and range, before anything trains (a bad value never costs a trained model)."""
     from . import models, properties
@@ -291,10 +297,9 @@ def validate(cfg: ExperimentConfig) -> None:
     prop = properties.get(cfg.property)  # raises with the list of known properties
     cfg.extra = _typed_extra(cfg.extra, prop.extra_options, f"{cfg.property} option", "extra.")
     _check_numbers(cfg.to_dict())
+    _check_model_names(cfg)
     for role in ("weak_model", "strong_model"):
-        name = getattr(cfg, role)
-        _require(bool(name and str(name).strip()), f"{role} is empty; name a model (see `w2strust models`)")
-        models.get_spec(name)
+        models.get_spec(getattr(cfg, role))
     bad = [s for s in cfg.strategies if s not in STRATEGIES]
     if bad or not cfg.strategies:
         raise W2SError(f"unknown strategy {bad or '(none given)'}; choose from {', '.join(STRATEGIES)}")
@@ -361,6 +366,7 @@ def build_config(prop: str, preset: str | None = None, yaml_path: str | None = N
         _apply(cfg, overrides, "")
     from .models import canonical_name
 
+    _check_model_names(cfg)  # before canonical_name, which takes a path or a name, never nothing
     cfg.weak_model, cfg.strong_model = canonical_name(cfg.weak_model), canonical_name(cfg.strong_model)
     validate(cfg)
     return cfg
