@@ -168,7 +168,7 @@ def test_a_stage_cached_without_its_weights_is_retrained_when_they_are_asked_for
     victim = sorted((copy / "cache").glob("wts-*"))[0]
     shutil.rmtree(victim / "model")
     cfg = build_config("fairness", "smoke", overrides={"strategies": ["weak_wts_tft"], "strong_model": strong,
-                                                       "save_models": True})
+                                                       "save_models": True, "precision": "fp32"})
     runner = Runner(cfg, copy)
     runner.run()
     assert runner.trained == [victim.name] and (victim / "model" / "config.json").exists()
