@@ -130,11 +130,23 @@ def _setup(cfg: ExperimentConfig, prop, stage: Stage):
     return _splits(cfg, prop, stage.seed), is_weak, name, tcfg
 
 
+def _checked_meta(stage: Stage, prop, desc: str, name: str, model, log: dict, preds: dict, metrics: dict, device,
+                  started: float) -> dict[str, Any]:
+    """A stage's meta.json content, once its predictions and metrics are known to be finite (a diverged
+    model must not be scored: NaN rows would count as class 0)."""
+    from . import audit, models
+
+    check_arrays(desc, preds)
+    check_metrics(desc, metrics, prop.may_be_missing)
+    return {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends, "model": name,
+            "train": log, "metrics": metrics, "audit": audit.collect(device, model, models.provenance(name), started)}
+
+
 def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, device, started: float):
     import torch
     from datasets import concatenate_datasets
 
-    from . import audit, models
+    from . import models
     from .losses import AuxConfidenceLoss
     from .train import predict_proba, train_classifier
 
@@ -164,12 +176,8 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
                              desc=f"{desc} eval", precision=prec)
 
     preds = prop.predict(predict, splits)
-    check_arrays(desc, preds)  # a diverged model must not be scored (NaN rows would count as class 0)
     metrics = prop.metrics(preds, prop.test_columns(splits))
-    check_metrics(desc, metrics, prop.may_be_missing)
-    meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                            "model": name, "train": log, "metrics": metrics,
-                            "audit": audit.collect(device, model, models.provenance(name), started)}
+    meta = _checked_meta(stage, prop, desc, name, model, log, preds, metrics, device, started)
 
     def write(tmp) -> None:
         np.savez_compressed(tmp / "preds.npz", **preds)
@@ -190,7 +198,7 @@ def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, devi
     model's own training e-mails, and for the weak stage generate the WTS training text."""
     import torch
 
-    from . import audit, models
+    from . import models
     from .io import atomic_write_json
     from .train_lm import train_causal_lm
 
@@ -206,11 +214,7 @@ def _train_lm(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCache, devi
                                  device, desc=desc, precision=stage.spec["precision"])
     preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, device, tcfg.max_length)
     metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
-    check_arrays(desc, preds)
-    check_metrics(desc, metrics, prop.may_be_missing)
-    meta: dict[str, Any] = {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends,
-                            "model": name, "train": log, "metrics": metrics,
-                            "audit": audit.collect(device, model, models.provenance(name), started)}
+    meta = _checked_meta(stage, prop, desc, name, model, log, preds, metrics, device, started)
 
     def write(tmp) -> None:
         np.savez_compressed(tmp / "preds.npz", **preds)
