@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from w2strust.study import study_metrics
+
 DEFAULT_STUDY = """\
 properties: [fairness]
 preset: smoke
@@ -44,20 +46,10 @@ def run_study(study: Path, out: Path, workers: int, extra: list[str]) -> float:
     return seconds
 
 
-def records(out: Path) -> dict[tuple, dict[str, float]]:
-    index = json.loads((out / "study.json").read_text())
-    got = {}
-    for run in index["runs"]:
-        for line in (out / run["dir"] / "results.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            got[(run["dir"], r["strategy"], r["role"], r["seed"])] = r["metrics"]
-    return got
-
-
 def compare(a: Path, b: Path) -> str:
     """Largest |difference of the seed means| per (run, strategy, role) over all metrics, and the std over
     seeds it compares to."""
-    ra, rb = records(a), records(b)
+    ra, rb = study_metrics(a), study_metrics(b)
     if set(ra) != set(rb):
         return f"the two studies hold different runs/roles/seeds ({len(ra)} vs {len(rb)} records)"
     groups = defaultdict(list)

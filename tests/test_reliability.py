@@ -51,6 +51,12 @@ def test_non_finite_checks_name_the_stage_and_the_step():
     check_loss(0.7, 3, 10, "seed 0 weak m", 1e-3, 0.0)
     with pytest.raises(NonFiniteError, match=r"seed 0 weak m: the training loss became nan at step 3/10"):
         check_loss(math.nan, 3, 10, "seed 0 weak m", 1e-3, 0.0)
+    with pytest.raises(NonFiniteError, match=r"λ=3\); likely cause: .* λ too large"):
+        check_loss(math.inf, 3, 10, "s", 1e-3, 3.0)
+    # DP-SGD: λ is ε, and the risky direction is a small ε (more noise), not a large one
+    with pytest.raises(NonFiniteError, match=r"ε=8\); likely cause: .* ε too small") as err:
+        check_loss(math.nan, 3, 10, "s", 1e-3, 8.0, dp_epsilon=True)
+    assert "λ" not in str(err.value)
     with pytest.raises(NonFiniteError, match="2 of 4 values of its prob"):
         check_arrays("s", {"prob": np.array([[0.5, np.nan], [np.inf, 0.5]]), "label": np.array([0, 1])})
     check_metrics("s", {"pii_extraction": math.nan, "extraction_rate": 0.1}, may_be_missing=("pii_extraction",))

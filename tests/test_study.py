@@ -11,7 +11,7 @@ import yaml
 
 from w2strust.cli import main
 from w2strust.errors import W2SError
-from w2strust.study import load_study, study_jobs
+from w2strust.study import load_study, study_jobs, study_metrics
 
 TINY = {"preset": "smoke", "seeds": [0], "strategies": ["no_tft", "weak_wts_tft"],
         "data": {"n_weak": 48, "n_wts": 48, "n_test": 64}, "weak_train": {"epochs": 1}, "strong_train": {"epochs": 1}}
@@ -21,17 +21,6 @@ def _study(tmp_path: Path, **keys) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"properties": ["fairness"], **TINY, **keys}, sort_keys=False))
     return path
-
-
-def _metrics(out: Path) -> dict:
-    """(run folder, strategy, role, seed) -> metrics, over every run folder of a study."""
-    index = json.loads((out / "study.json").read_text())
-    got = {}
-    for run in index["runs"]:
-        for line in (out / run["dir"] / "results.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            got[(run["dir"], r["strategy"], r["role"], r["seed"])] = r["metrics"]
-    return got
 
 
 def test_study_file_sweeps_lists_and_names_run_folders(tmp_path):
@@ -107,10 +96,10 @@ def test_rerun_trains_nothing_and_dry_run_counts_cached(two_workers, capsys):
     assert main(["study", str(path), "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "9 unique stage(s): 9 cached, 0 to train" in text and "nothing left" in text
-    before = _metrics(out)
+    before = study_metrics(out)
     assert main(["study", str(path), "--out", str(out)]) == 0
     assert "0 stage(s) trained" in capsys.readouterr().out
-    assert _metrics(out) == before
+    assert study_metrics(out) == before
     # a new sweep point: only its two WTS models are new, and the dry run estimates them from recorded times
     wider = path.with_name("wider.yaml")
     wider.write_text(path.read_text().replace("- 2.0", "- 2.0\n- 4.0"))
@@ -129,7 +118,7 @@ def test_ray_executor_gives_the_same_metrics(two_workers, tmp_path):
                      "--out", str(tmp_path / "ray")]) == 0
     finally:
         ray.shutdown()
-    got, want = _metrics(tmp_path / "ray"), _metrics(reference)
+    got, want = study_metrics(tmp_path / "ray"), study_metrics(reference)
     assert len(got) == 8 and got == {k: want[k] for k in got}
     ends = [ln for ln in (tmp_path / "ray" / "stages.log").read_text().splitlines() if " end " in ln]
     assert len(ends) == 4 and all("worker=" in ln for ln in ends)
@@ -158,5 +147,5 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_half_written(tw
     log = (out / "stages.log").read_text()
     assert " died " in log and "attempt=2" in log
     assert not [p for p in (out / "cache").iterdir() if p.name.startswith(".") and p.name != ".locks"]
-    got, want = _metrics(out), _metrics(reference)
+    got, want = study_metrics(out), study_metrics(reference)
     assert len(got) == 8 and got == {k: want[k] for k in got}  # the retried stages give the same numbers

@@ -21,8 +21,12 @@ def test_suggest_takes_most_trustworthy_within_the_accuracy_budget():
 
 def test_sweep_command_trains_one_model_per_lambda_and_seed(tmp_path, capsys):
     out = tmp_path / "sw"
-    argv = ["sweep", "fairness", "--preset", "smoke", "--lambdas", "0,5", "--seeds", "0,1", "--out", str(out)]
+    argv = ["sweep", "fairness", "--preset", "smoke", "--lambdas", "0,5", "--seeds", "0,1", "--out", str(out),
+            "--log", "tensorboard"]
     assert main(argv) == 0
+    # --log: one tracked run per swept model
+    logged = {str(p.parent.relative_to(out / "tensorboard")) for p in (out / "tensorboard").rglob("events.out.*")}
+    assert logged == {f"sweep-strong_ceiling/lambda={lam}/seed{s}" for lam in (0, 5) for s in (0, 1)}
     result = json.loads((out / "sweep.json").read_text())
     assert [p["lambda"] for p in result["points"]] == [0, 5]
     assert all(p["dpd"]["n"] == 2 for p in result["points"])

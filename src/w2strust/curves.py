@@ -27,7 +27,7 @@ from typing import Any
 from . import properties
 from .config import STRATEGIES, load_yaml
 from .errors import W2SError
-from .io import atomic_write_json
+from .io import atomic_write_json, save_figure
 from .report import ROLE_LABELS, STRATEGY_LABELS, load_results, summarise
 
 # Keys that never make two runs different experiments (where and how fast, not what).
@@ -147,15 +147,6 @@ def _axis_label(doc: dict[str, Any]) -> str:
     return " = ".join(doc["keys"])
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def _pyplot():
     import matplotlib
 
@@ -218,7 +209,7 @@ def _plot_curves(doc: dict[str, Any], prop, path: Path) -> None:
     fig.suptitle(f"{doc['property']}: trust and task metric against {' = '.join(doc['keys'])}"
                  + (f" ({fixed})" if fixed else "") + "; error bars = std over seeds", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_tradeoff(doc: dict[str, Any], prop, path: Path) -> None:
@@ -245,7 +236,7 @@ def _plot_tradeoff(doc: dict[str, Any], prop, path: Path) -> None:
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{doc['property']}: trade-off as {' = '.join(doc['keys'])} varies (labels: its value)", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def markdown(doc: dict[str, Any], rel: str = ".") -> str:

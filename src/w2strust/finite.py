@@ -20,12 +20,17 @@ class NonFiniteError(W2SError):
     """A loss, prediction or metric became NaN or infinite."""
 
 
-def check_loss(value: float, step: int, total: int, stage: str, lr: float, lam: float) -> None:
-    """Raise if the training loss of ``step`` (1-based) is not finite."""
+def check_loss(value: float, step: int, total: int, stage: str, lr: float, lam: float,
+               dp_epsilon: bool = False) -> None:
+    """Raise if the training loss of ``step`` (1-based) is not finite. ``dp_epsilon``: λ is a DP-SGD ε, where
+    a *smaller* value (more noise) is the risky direction."""
     if not math.isfinite(value):
+        lam_text, cause, fix = ((f"ε={lam:g}", "the learning rate is too high or ε too small (more DP noise)",
+                                 "lower the stage's *_train.lr or raise its lambda_* (ε)") if dp_epsilon else
+                                (f"λ={lam:g}", "the learning rate is too high or λ too large",
+                                 "lower the stage's *_train.lr or its lambda_*"))
         raise NonFiniteError(f"{stage}: the training loss became {value} at step {step}/{total} (lr={lr:g}, "
-                             f"λ={lam:g}); likely cause: the learning rate is too high or λ too large; lower the "
-                             f"stage's *_train.lr or its lambda_* and run again (finished stages stay cached)")
+                             f"{lam_text}); likely cause: {cause}; {fix} and run again (finished stages stay cached)")
 
 
 def check_arrays(stage: str, arrays: Mapping[str, np.ndarray]) -> None:

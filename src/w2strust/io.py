@@ -65,3 +65,17 @@ def content_key(obj: Any) -> str:
     """A short stable hash of a JSON-serialisable object (the cache key of a stage)."""
     blob = dumps_strict(obj).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_figure(fig, path: Path, dpi: int = 130) -> None:
+    """Write a matplotlib figure as PNG atomically (hidden temp file, then rename) and close it: a reader
+    never sees half a PNG, and long sweeps do not accumulate open figures."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+    tmp.replace(path)

@@ -20,7 +20,7 @@ import numpy as np
 from . import properties
 from .config import STRATEGIES
 from .errors import W2SError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, save_figure
 
 WTS_ROLES = ("wts_naive", "wts_aux")
 
@@ -158,11 +158,7 @@ def figure(summary, prop, path: Path, title: str, trust: tuple[str, bool] | None
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:

@@ -175,6 +175,16 @@ def load_index(out: Path) -> dict[str, Any]:
     return json.loads((Path(out) / "study.json").read_text())
 
 
+def study_metrics(out: Path) -> dict[tuple, dict[str, Any]]:
+    """(run folder, strategy, role, seed) -> metrics, over every run folder of a finished study."""
+    got = {}
+    for run in load_index(out)["runs"]:
+        for line in (Path(out) / run["dir"] / "results.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            got[(run["dir"], r["strategy"], r["role"], r["seed"])] = r["metrics"]
+    return got
+
+
 # ---------------------------------------------------------------------------------------------- running
 def study_jobs(runs: list[StudyRun]):
     """Every stage of every run, deduplicated by content key, and each run's record stubs."""

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from . import properties
+from . import properties, tracking
 from .config import ExperimentConfig
-from .io import atomic_write_json
+from .io import atomic_write_json, save_figure
 from .pipeline import Runner, ceiling_stage, weak_stage
 
 SWEEP_ROLES = ("weak", "strong_ceiling")
@@ -30,11 +30,16 @@ RULE = ("the most trustworthy λ whose {task} is at most {max_drop:g} worse than
 def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path, cache: Path | None = None,
               max_drop: float = 0.015, options=None) -> dict[str, Any]:
     prop = properties.get(cfg.property)
+    tracker = tracking.open_tracker(cfg.log, Path(out))  # before training: a missing package fails at once
     runner = Runner(cfg, out, cache, options)
     build = weak_stage if role == "weak" else ceiling_stage
     stages = [(lam, build(cfg, seed, lam)) for lam in lambdas for seed in cfg.seeds]
     runner.execute_all([s for _, s in stages], desc=f"{cfg.property} λ sweep ({role})")
     metrics = {lam: [runner.load_meta(s)["metrics"] for lam_s, s in stages if lam_s == lam] for lam in lambdas}
+    if tracker is not None:  # one tracked run per swept model: sweep-<role>/lambda=<λ>/seed<k>
+        tracker.log_run(cfg, [{"strategy": f"sweep-{role}", "role": f"lambda={lam:g}", "seed": s.seed,
+                               "artefact": s.dirname, "metrics": runner.load_meta(s)["metrics"]}
+                              for lam, s in stages], runner.load_meta)
     result = trade_off(prop, role, metrics, max_drop)
     atomic_write_json(Path(out) / "sweep.json", result)
     figure(result, Path(out) / "tradeoff.png")
@@ -87,7 +92,4 @@ def figure(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel(f"{trust} ({'higher' if result['higher_is_better'] else 'lower'} is more trustworthy)")
     ax.set_title(f"{result['property']}: {result['role']} λ trade-off (* suggested)", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

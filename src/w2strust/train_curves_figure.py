@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import STRATEGIES
+from .io import save_figure
 from .report import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS
 
 
@@ -67,9 +68,5 @@ def curves_figure(records: list[dict[str, Any]], cache: Path, path: Path, title:
                 ax_a.legend(handles=handles, fontsize=7, loc="lower right")
     fig.suptitle(f"Training curves: {title}", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
     return True

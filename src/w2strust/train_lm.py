@@ -153,7 +153,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
                 optim.step()
             sched.step()
             losses.append(loss.item())
-            check_loss(losses[-1], steps, n_steps, desc, tcfg.lr, epsilon)
+            check_loss(losses[-1], steps, n_steps, desc, tcfg.lr, epsilon, dp_epsilon=epsilon > 0)
             curve.add(steps, losses[-1], sched.get_last_lr()[0])
             if len(losses) % 5 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-5:]):.3f}")
