@@ -272,6 +272,44 @@ def test_sigterm_keeps_finished_stages(filled, tmp_path):
     assert not [p for p in cache.iterdir() if p.name.startswith(".") and p.name != ".locks"]  # no temp folder left
 
 
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids |= {int(c) for c in (task / "children").read_text().split()}
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker pids from /proc (Linux)")
+def test_sigterm_stops_local_workers_at_once(tmp_path):
+    """With --workers, SIGTERM ends the stages in flight (it used to wait for them: minutes) and leaves no worker."""
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "w2strust.cli", "run", "fairness", *SMOKE, "--strategies", "weak_tft", "--workers",
+           "2", "--threads", "1", "--set", "weak_train.epochs=400", "--out", str(out)]  # a weak stage of minutes
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and "start" not in (
+            (out / "stages.log").read_text() if (out / "stages.log").exists() else ""):
+        time.sleep(0.2)
+    time.sleep(2)  # the stage is training in a worker
+    workers = _children(proc.pid)
+    assert proc.poll() is None and workers
+    proc.send_signal(signal.SIGTERM)
+    started = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert time.time() - started < 30, "SIGTERM waited for the stage in flight"
+    time.sleep(1)
+    assert not [w for w in workers if _alive(w)], "a worker process outlived the run"
+
+
 # ------------------------------------------------------------------ damaged artefacts in the cache
 def _truncate(p: Path) -> None:
     p.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 2)])

@@ -121,8 +121,10 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
                                    + " ".join(f"{m}={v:.3f}" for m, v in result["metrics"].items()
                                               if "/" not in m and isinstance(v, (int, float))))
                     bar.set_postfix_str(f"last: {job.label}", refresh=False)
-        finally:
-            executor.close()
+        except BaseException:  # Ctrl-C, SIGTERM, a failed stage: stop the stages in flight now, do not wait for them
+            executor.close(abort=True)
+            raise
+        executor.close()
     return trained
 
 
@@ -191,7 +193,7 @@ class InProcessExecutor:
         except Exception as e:  # noqa: BLE001  (logged with the stage's name, then raised, by the scheduler)
             return [(job.key, e)]
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         pass
 
 
@@ -263,9 +265,14 @@ class LocalPoolExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down; ``abort``: terminate the workers at once (their stages' temp folders are removed
+        by the next run, StageCache.clean_stale) instead of waiting minutes for the stages in flight."""
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            if abort:
+                for proc in list(getattr(self.pool, "_processes", {}).values()):  # no public API before 3.14
+                    proc.terminate()
+            self.pool.shutdown(wait=not abort, cancel_futures=True)
             self.pool = None
 
 
@@ -316,7 +323,7 @@ class RayExecutor:
                 out.append((key, WorkerDied(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")))
         return out
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         for ref in self.refs:
             self.ray.cancel(ref, force=True)
         self.refs.clear()
