@@ -178,3 +178,30 @@ def test_report_flags_a_collapsed_model(smoke_run, tmp_path):
     assert {"strategy": "weak_wts_tft", "role": "wts_aux", "seed": 0, "class": 0} in doc["collapsed"]
     assert not any(c["strategy"] == "no_tft" and c["role"] == "weak" for c in doc["collapsed"])
     assert "collapsed models" in (out / "report.md").read_text()
+
+
+def test_batching_is_random_where_the_loss_depends_on_the_batch():
+    """Length buckets make a batch's rows alike; the auxiliary loss's hardening threshold and fairness'
+    batch covariance depend on which rows share a batch, so those stages train on random batches (in the key)."""
+    fair, _ = plan(build_config("fairness", "smoke"))
+    assert {s.spec.get("batching") for s in fair} == {"random"}
+    ood, _ = plan(build_config("ood", "smoke"))
+    aux = [s for s in ood if s.spec.get("aux")]
+    assert aux and all(s.spec["batching"] == "random" for s in aux)
+    assert all("batching" not in s.spec for s in ood if not s.spec.get("aux"))  # length buckets, keys unchanged
+    privacy, _ = plan(build_config("privacy", "smoke"))
+    assert all("batching" not in s.spec for s in privacy)
+
+
+def test_batch_order_without_lengths_is_a_plain_permutation():
+    import numpy as np
+
+    from w2strust.train import batch_order
+
+    lengths = np.arange(64)
+    plain = batch_order(64, 8, 1, seed=3)
+    assert [list(b) for b in plain] == [list(b) for b in batch_order(64, 8, 1, seed=3)]
+    assert sorted(np.concatenate(plain)) == list(range(64))
+    # buckets: each batch spans a narrow length range; random batches do not
+    spread = lambda bs: np.mean([lengths[b].max() - lengths[b].min() for b in bs])  # noqa: E731
+    assert spread(batch_order(64, 8, 1, seed=3, lengths=lengths)) < 8 < spread(plain)

@@ -58,20 +58,34 @@ def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
             "weak_wts_tft": (cfg.lambda_weak, cfg.lambda_wts)}[strategy]
 
 
+def batching(cfg: ExperimentConfig, aux: bool = False) -> dict[str, str]:
+    """How a classifier stage draws its batches, as a stage-spec entry. Default (empty): shuffled length buckets
+    (little padding, train.batch_order). Random batches where the loss depends on which rows share a batch:
+    the auxiliary loss (its hardening threshold is a quantile of recent batches' scores: batches of similar-length,
+    hence similar, rows all fell on one side of it, the threshold swung between 0.13 and 0.63 within 20 steps and
+    the student collapsed) and batch-level regularisers (fairness' covariance). Only the departure from the default
+    is written into the key, so stages that keep length buckets keep their cached artefacts."""
+    prop = properties.get(cfg.property)
+    if prop.task != "classification" or not (aux or prop.batch_level_regulariser):
+        return {}
+    return {"batching": "random"}
+
+
 def weak_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
     return Stage("weak", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.weak_model),
-                                "train": asdict(cfg.weak_train), "lambda": lam})
+                                "train": asdict(cfg.weak_train), "lambda": lam, **batching(cfg)})
 
 
 def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
     return Stage("ceiling", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
-                                   "train": asdict(cfg.strong_train), "lambda": lam})
+                                   "train": asdict(cfg.strong_train), "lambda": lam, **batching(cfg)})
 
 
 def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) -> Stage:
     aux = {"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha_max > 0 else {}
     return Stage("wts", weak.seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
-                                    "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux}, depends=weak.key)
+                                    "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux,
+                                    **batching(cfg, aux=bool(aux))}, depends=weak.key)
 
 
 def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:

@@ -113,11 +113,12 @@ BUCKET_BATCHES = 50  # batches per length bucket (transformers' LengthGroupedSam
 def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: TrainConfig, prop, lam: float,
                      seed: int, device: torch.device, task_loss: Callable | None = None,
                      make_task_loss: Callable[[int], Callable] | None = None, desc: str = "train",
-                     precision: str = "fp32") -> dict:
+                     precision: str = "fp32", length_buckets: bool = True) -> dict:
     """Fine-tune ``model`` on rows of ``ds`` with soft ``targets`` (N x C) and ``prop``'s objective.
 
     ``make_task_loss(total_steps)`` builds a stateful loss (the auxiliary confidence loss); else
     ``task_loss`` (default soft cross-entropy). ``precision`` is a resolved name (``precision.resolve``).
+    ``length_buckets=False``: random batches (for losses that depend on the batch's make-up, pipeline.batching).
     Returns a small log (final loss, steps).
 
     Speed (bench/README.md): every text column is tokenised once, batches are shuffled length buckets
@@ -129,7 +130,8 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     use_deterministic_kernels()
     model.to(device).train()
     tokens = TokenCache(tokenizer, tcfg.max_length, ds)
-    lengths = np.asarray([len(r) for r in tokens.lookup(ds["text"])]) if "text" in ds.column_names else None
+    lengths = (np.asarray([len(r) for r in tokens.lookup(ds["text"])])
+               if length_buckets and "text" in ds.column_names else None)
     batches = batch_order(len(ds), tcfg.batch_size, tcfg.epochs, seed, lengths)
     loss_fn = make_task_loss(len(batches)) if make_task_loss else (task_loss or soft_cross_entropy)
     curve = TrainingCurve(len(batches))

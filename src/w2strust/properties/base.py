@@ -32,6 +32,9 @@ class TrustProperty:
     other_trust_metrics: dict[str, bool] = {}
     lambda_grid: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)  # candidates of lambda_ceiling: auto (0 = reference)
     description: str = ""
+    # True when the regulariser is a statistic of the whole batch (fairness: a covariance over the batch), so
+    # which rows share a batch changes the objective: such properties train on random batches, not length buckets.
+    batch_level_regulariser: bool = False
     key_extra: dict[str, Any] = {}  # put in every stage key: change it when what λ means changes
     may_be_missing: tuple[str, ...] = ()  # metrics that are NaN (stored as null) when nothing can be measured
     # The ``extra.*`` options this property reads, with their defaults: any other extra key is rejected at

@@ -47,6 +47,7 @@ class Fairness(TrustProperty):
     name = "fairness"
     trust_metric = "dpd"
     higher_is_better = False
+    batch_level_regulariser = True  # the covariance penalty is computed over the batch
     other_trust_metrics = {"eo_tpr_gap": False}  # paper Figure A10: equalized odds (true-positive-rate gap)
     description = "Adult census income, protected attribute sex; |DPD| and equalized-odds gaps (fairlearn)"
 
