@@ -83,7 +83,7 @@ CONFIG_CASES = [
     (["--set", "weak_train.weight_decay=-0.1"], "weight_decay must be >= 0"),
     (["--set", "alpha_max=1.5"], "alpha_max must be in [0, 1]"),
     (["--set", "aux_warmup=-0.1"], "aux_warmup must be in [0, 1]"),
-    (["--set", "aux_buffer=0"], "aux_buffer must be >= 1"),
+    (["--set", "aux_buffer=-1"], "aux_buffer must be >= 0"),
     (["--set", "eval_batch_size=0"], "eval_batch_size must be >= 1"),
     (["--set", "n_bootstrap=0"], "n_bootstrap must be in"),
     (["--set", "save_models=maybe"], "expects true/false"),

@@ -54,3 +54,13 @@ def test_aux_loss_mixes_weak_and_hardened_targets():
     expected = 0.5 * soft_cross_entropy(logits, weak).item() + 0.5 * soft_cross_entropy(logits, hard).item()
     assert value == pytest.approx(expected, rel=1e-5)
     assert hard.argmax(-1).tolist() == [0, 1]
+
+
+def test_default_threshold_is_the_current_batchs_quantile():
+    """aux_buffer 0 (default, as the reference): each batch is hardened to the prior on its own scores, so
+    stale scores from earlier steps cannot shift it (a rolling buffer of 256 made the students drift)."""
+    loss = AuxConfidenceLoss(total_steps=100, alpha_max=0.3, warmup_frac=0.0, positive_rate=0.25)
+    loss.hardened(torch.full((32, 2), 0.0) + torch.tensor([0.0, 5.0]))  # an earlier batch of confident positives
+    torch.manual_seed(2)
+    hard = loss.hardened(torch.randn(40, 2))
+    assert hard[:, 1].sum().item() == 10  # 25% of this batch, whatever came before

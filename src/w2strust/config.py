@@ -63,7 +63,10 @@ class ExperimentConfig:
     ceiling_max_drop: float = 0.015  # task-metric units (accuracy: 1.5 points, the cost the paper reports)
     alpha_max: float = 0.25  # auxiliary-confidence-loss weight after warm-up
     aux_warmup: float = 0.2  # fraction of WTS training over which α ramps from 0 to alpha_max
-    aux_buffer: int = 256  # rolling buffer of recent strong predictions for the hardening threshold
+    # hardening threshold of the aux loss: 0 = quantile of the current batch's scores (Burns et al., EleutherAI
+    # w2s); N > 0 = over a rolling window of the last N scores (for tiny batches; it lags the model: at 256 the
+    # fairness students drifted and collapsed, bench/README.md "Batches and the auxiliary loss")
+    aux_buffer: int = 0
     weak_train: TrainConfig = field(default_factory=TrainConfig)
     strong_train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -311,7 +314,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(all(0 <= s <= MAX_SEED for s in cfg.seeds), f"seeds must be integers in [0, 2^32 - 1]; got {cfg.seeds}")
     _require(0 <= cfg.alpha_max <= 1, f"alpha_max must be in [0, 1], got {cfg.alpha_max}")
     _require(0 <= cfg.aux_warmup <= 1, f"aux_warmup must be in [0, 1], got {cfg.aux_warmup}")
-    _require(cfg.aux_buffer >= 1, f"aux_buffer must be >= 1, got {cfg.aux_buffer}")
+    _require(cfg.aux_buffer >= 0, f"aux_buffer must be >= 0 (0 = the current batch), got {cfg.aux_buffer}")
     for name in ("lambda_weak", "lambda_wts", "lambda_ceiling"):
         if getattr(cfg, name) != AUTO and getattr(cfg, name) < 0:
             raise W2SError(f"{name} must be >= 0 or auto, got {getattr(cfg, name)}")

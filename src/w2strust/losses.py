@@ -28,18 +28,20 @@ class AuxConfidenceLoss:
     """ℓ = (1−α)·CE(f(x), weak) + α·CE(f(x), harden(f(x))), α = alpha_at(step).
 
     Hardening (binary): the strong model's positive-class score is thresholded at the quantile that
-    gives the weak labels' class balance, over a rolling buffer of recent scores so that it works
-    with small batches. With more than two classes the hardened label is the argmax.
-    ``positive_rate`` is the share of D_WTS the weak model labels positive.
+    gives the weak labels' class balance ``positive_rate`` (the mean soft weak label on D_WTS, as the
+    reference code's ``labels.mean()``), over the current batch (``buffer_size=0``, the reference) or a
+    rolling buffer of the last ``buffer_size`` scores (for tiny batches; stale scores lag the model).
+    With more than two classes the hardened label is the argmax.
     """
 
     def __init__(self, total_steps: int, alpha_max: float, warmup_frac: float, positive_rate: float,
-                 buffer_size: int = 256):
+                 buffer_size: int = 0):
         self.total_steps = total_steps
         self.alpha_max = alpha_max
         self.warmup_frac = warmup_frac
         self.positive_rate = positive_rate
-        self.buffer: deque[float] = deque(maxlen=buffer_size)
+        self.buffer: deque[float] = deque(maxlen=buffer_size or None)
+        self.buffer_size = buffer_size
         self.step = 0
         self.last: dict[str, float | None] = {"alpha": None, "threshold": None}  # of the latest call
 
@@ -55,6 +57,8 @@ class AuxConfidenceLoss:
         probs = logits.detach().float().softmax(-1)
         if probs.shape[-1] != 2:
             return F.one_hot(probs.argmax(-1), probs.shape[-1]).to(logits.dtype)
+        if self.buffer_size == 0:  # the current batch only
+            self.buffer.clear()
         self.buffer.extend(probs[:, 1].cpu().tolist())
         positive = (probs[:, 1] >= self.threshold()).long()
         return F.one_hot(positive, 2).to(logits.dtype)

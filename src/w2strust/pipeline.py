@@ -83,7 +83,8 @@ def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
 
 
 def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) -> Stage:
-    aux = {"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer} if alpha_max > 0 else {}
+    aux = ({"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer, "prior": "mean_soft_label"}
+           if alpha_max > 0 else {})  # prior: the hardening's class balance (argmax share before; key changed)
     return Stage("wts", weak.seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
                                     "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux,
                                     **batching(cfg, aux=bool(aux))}, depends=weak.key)

@@ -159,7 +159,7 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
         ds, targets = splits.wts, weak_labels
         aux = stage.spec["aux"]
         if aux:
-            positive_rate = float((weak_labels.argmax(-1) == 1).mean())
+            positive_rate = float(weak_labels[:, 1].mean())  # the weak labels' class balance, soft (reference)
 
             def make_loss(total_steps: int) -> AuxConfidenceLoss:
                 return AuxConfidenceLoss(total_steps, aux["alpha_max"], aux["warmup"], positive_rate, aux["buffer"])
