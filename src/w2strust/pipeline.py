@@ -61,8 +61,8 @@ def lambdas(cfg: ExperimentConfig, strategy: str) -> tuple[float, float]:
 def batching(cfg: ExperimentConfig, aux: bool = False) -> dict[str, str]:
     """How a classifier stage draws its batches, as a stage-spec entry. Default (empty): shuffled length buckets
     (little padding, train.batch_order). Random batches, as the paper and Burns et al. train, where the loss
-    depends on which rows share a batch: the auxiliary loss (it hardens a batch against a quantile of recent
-    scores; a bucket of similar-length, hence similar, rows tends to fall on one side of it) and batch-level
+    depends on which rows share a batch: the auxiliary loss (it hardens each batch to the weak labels' class
+    balance, which a bucket of similar-length, hence similar, rows does not have) and batch-level
     regularisers (fairness' covariance over a bucket is a within-bucket covariance, not the paper's penalty).
     Only the departure from the default is written into the key, so stages that keep length buckets keep their
     cached artefacts. Measured effect on fairness: bench/README.md ("Batches and the auxiliary loss")."""
