@@ -72,14 +72,29 @@ def batching(cfg: ExperimentConfig, aux: bool = False) -> dict[str, str]:
     return {"batching": "random"}
 
 
+def dropout_masks(cfg: ExperimentConfig) -> dict[str, str]:
+    """Where a classifier stage's dropout masks come from, as a stage-spec entry. On the CPU: an integer hash
+    (dropout.HashDropout: PyTorch's serial CPU generator was 14-17% of a training step; bench/README.md).
+    Elsewhere (empty): PyTorch's own dropout. Resolved where the run is planned, as the precision is."""
+    from .train import resolve_device
+
+    if properties.get(cfg.property).task != "classification" or resolve_device(cfg.device).type != "cpu":
+        return {}
+    return {"dropout": "hash"}
+
+
+def _loop(cfg: ExperimentConfig, aux: bool = False) -> dict[str, str]:
+    return {**batching(cfg, aux), **dropout_masks(cfg)}
+
+
 def weak_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
     return Stage("weak", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.weak_model),
-                                "train": asdict(cfg.weak_train), "lambda": lam, **batching(cfg)})
+                                "train": asdict(cfg.weak_train), "lambda": lam, **_loop(cfg)})
 
 
 def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
     return Stage("ceiling", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
-                                   "train": asdict(cfg.strong_train), "lambda": lam, **batching(cfg)})
+                                   "train": asdict(cfg.strong_train), "lambda": lam, **_loop(cfg)})
 
 
 def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) -> Stage:
@@ -87,7 +102,7 @@ def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) 
            if alpha_max > 0 else {})  # prior: the hardening's class balance (argmax share before; key changed)
     return Stage("wts", weak.seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
                                     "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux,
-                                    **batching(cfg, aux=bool(aux))}, depends=weak.key)
+                                    **_loop(cfg, aux=bool(aux))}, depends=weak.key)
 
 
 def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:

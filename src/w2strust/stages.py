@@ -170,7 +170,8 @@ def _train_classifier(cfg: ExperimentConfig, prop, stage: Stage, cache: StageCac
     prec = stage.spec["precision"]  # the precision in the stage key, resolved where the run was planned
     log = train_classifier(model, tok, ds, targets, tcfg, prop, stage.spec["lambda"], stage.seed, device,
                            make_task_loss=make_loss, desc=desc, precision=prec,
-                           length_buckets=stage.spec.get("batching", "length_buckets") == "length_buckets")
+                           length_buckets=stage.spec.get("batching", "length_buckets") == "length_buckets",
+                           dropout=stage.spec.get("dropout", "torch"))
 
     def predict(dataset, column: str = "text") -> np.ndarray:
         return predict_proba(model, tok, dataset, column, tcfg.max_length, cfg.eval_batch_size, device,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
 from .determinism import use_deterministic_kernels
+from .dropout import HashDropout
 from .finite import check_loss
 from .precision import autocast, grad_scaler
 from .train_curve import TrainingCurve
@@ -113,17 +115,18 @@ BUCKET_BATCHES = 50  # batches per length bucket (transformers' LengthGroupedSam
 def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: TrainConfig, prop, lam: float,
                      seed: int, device: torch.device, task_loss: Callable | None = None,
                      make_task_loss: Callable[[int], Callable] | None = None, desc: str = "train",
-                     precision: str = "fp32", length_buckets: bool = True) -> dict:
+                     precision: str = "fp32", length_buckets: bool = True, dropout: str = "torch") -> dict:
     """Fine-tune ``model`` on rows of ``ds`` with soft ``targets`` (N x C) and ``prop``'s objective.
 
     ``make_task_loss(total_steps)`` builds a stateful loss (the auxiliary confidence loss); else
     ``task_loss`` (default soft cross-entropy). ``precision`` is a resolved name (``precision.resolve``).
     ``length_buckets=False``: random batches (for losses that depend on the batch's make-up, pipeline.batching).
+    ``dropout="hash"``: dropout masks from an integer hash (dropout.HashDropout; the CPU default, pipeline.dropout_masks).
     Returns a small log (final loss, steps).
 
     Speed (bench/README.md): every text column is tokenised once, batches are shuffled length buckets
     (little padding), matmuls run under ``precision``'s autocast, and AdamW updates all parameters
-    in one fused kernel.
+    in one fused kernel; on the CPU, dropout masks come from a vectorised hash instead of a serial generator.
     """
     from .losses import soft_cross_entropy
 
@@ -143,8 +146,11 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     scaler = grad_scaler(precision, device)
     forward = make_forward(model, tokens, device, precision)
     losses: list[torch.Tensor] = []
-    torch.manual_seed(seed)  # dropout masks
-    with prop.train_context(model, lam), tqdm(batches, desc=desc, unit="step", leave=False, dynamic_ncols=True) as bar:
+    torch.manual_seed(seed)  # dropout masks (PyTorch's generator, or HashDropout's keys from the same seed)
+    if dropout not in ("torch", "hash"):
+        raise ValueError(f"dropout must be 'torch' or 'hash'; got {dropout!r}")
+    masks = HashDropout(seed) if dropout == "hash" else contextlib.nullcontext()
+    with masks, prop.train_context(model, lam), tqdm(batches, desc=desc, unit="step", leave=False, dynamic_ncols=True) as bar:
         for idx in bar:
             batch = {c: [v[i] for i in idx] for c, v in cols.items()}
             loss = prop.train_loss(forward, batch, targets_t[idx].to(device), loss_fn, lam)
