@@ -95,13 +95,14 @@ class HashDropout(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.dropout:
-            bound = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
+            bound = dict(zip(("input", "p", "training", "inplace"), args, strict=False), **kwargs)
             p = bound.get("p", 0.5)
             if bound.get("training", True) and p > 0:
                 return self.dropout(bound["input"], p, bound.get("inplace", False))
             return bound["input"]
         if func is F.scaled_dot_product_attention:
-            bound = dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal"), args), **kwargs)
+            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+            bound = dict(zip(names, args, strict=False), **kwargs)
             if bound.get("dropout_p", 0.0) > 0:
                 return self.attention(**bound)
         return func(*args, **kwargs)

@@ -121,7 +121,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     ``make_task_loss(total_steps)`` builds a stateful loss (the auxiliary confidence loss); else
     ``task_loss`` (default soft cross-entropy). ``precision`` is a resolved name (``precision.resolve``).
     ``length_buckets=False``: random batches (for losses that depend on the batch's make-up, pipeline.batching).
-    ``dropout="hash"``: dropout masks from an integer hash (dropout.HashDropout; the CPU default, pipeline.dropout_masks).
+    ``dropout="hash"``: masks from an integer hash (dropout.HashDropout; the CPU default, pipeline.dropout_masks).
     Returns a small log (final loss, steps).
 
     Speed (bench/README.md): every text column is tokenised once, batches are shuffled length buckets
@@ -150,7 +150,8 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     if dropout not in ("torch", "hash"):
         raise ValueError(f"dropout must be 'torch' or 'hash'; got {dropout!r}")
     masks = HashDropout(seed) if dropout == "hash" else contextlib.nullcontext()
-    with masks, prop.train_context(model, lam), tqdm(batches, desc=desc, unit="step", leave=False, dynamic_ncols=True) as bar:
+    bar = tqdm(batches, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    with masks, prop.train_context(model, lam), bar:
         for idx in bar:
             batch = {c: [v[i] for i in idx] for c, v in cols.items()}
             loss = prop.train_loss(forward, batch, targets_t[idx].to(device), loss_fn, lam)
