@@ -59,8 +59,9 @@ class HashDropout(TorchFunctionMode):
         """Bool tensor of ``shape``, each element True with probability 1 − p."""
         n = math.prod(shape)
         table = self.table.get(device)
-        if table is None or table.numel() < n:
-            table = lowbias32_(torch.arange(max(n, 1 << 16), dtype=torch.int32, device=device))
+        if table is None or table.numel() < n:  # grown geometrically: batch widths vary from step to step
+            size = max(n, 1 << 16, 2 * (table.numel() if table is not None else 0))
+            table = lowbias32_(torch.arange(size, dtype=torch.int32, device=device))
             self.table[device] = table
         key = _int32(int(self.keys.integers(0, 1 << 32)))
         h = lowbias32_(table[:n].add(key))  # int32 addition wraps

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
 from .determinism import use_deterministic_kernels
@@ -128,6 +127,8 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     (little padding), matmuls run under ``precision``'s autocast, and AdamW updates all parameters
     in one fused kernel; on the CPU, dropout masks come from a vectorised hash instead of a serial generator.
     """
+    from transformers import get_linear_schedule_with_warmup  # here: importing it pulls in peft (~2.5 s)
+
     from .losses import soft_cross_entropy
 
     use_deterministic_kernels()

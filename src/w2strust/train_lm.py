@@ -22,7 +22,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
 from .determinism import use_deterministic_kernels
@@ -100,6 +99,8 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
 
     ``precision`` (resolved, see ``precision.py``) is the autocast of the forward pass; DP-SGD runs in
     fp32 only (Opacus computes per-sample gradients from the layers' activations in their dtype)."""
+    from transformers import get_linear_schedule_with_warmup  # here: importing it pulls in peft (~2.5 s)
+
     if len(texts) < 2:
         raise W2SError(f"causal-LM training needs at least 2 texts, got {len(texts)}")
     use_deterministic_kernels()
