@@ -13,8 +13,8 @@ from pathlib import Path
 
 import common
 
-SCRIPTS = ["bench_train.py", "bench_predict.py", "bench_dropout.py", "bench_dp.py", "bench_cache.py",
-           "bench_scaling.py"]
+SCRIPTS = ["bench_train.py", "bench_buckets.py", "bench_predict.py", "bench_dropout.py", "bench_dp.py",
+           "bench_cache.py", "bench_scaling.py"]
 
 
 def main() -> None:

@@ -75,8 +75,8 @@ class HashDropout(TorchFunctionMode):
     def attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                   enable_gqa=False) -> torch.Tensor:
         """``F.scaled_dot_product_attention`` as its documented reference computation, with hashed dropout.
-        Scores and softmax in fp32 (as PyTorch's CPU math path does for bf16); fully masked rows (padding
-        queries) get uniform weights instead of NaN, and their outputs are never read."""
+        The two matmuls run in the autocast dtype (as the fused kernels do), softmax and dropout in fp32; fully
+        masked rows (padding queries) get uniform weights instead of NaN, and their outputs are never read."""
         if enable_gqa:
             rep = query.size(-3) // key.size(-3)
             key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
