@@ -147,7 +147,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     scaler = grad_scaler(precision, device)
     forward = make_forward(model, tokens, device, precision)
     losses: list[torch.Tensor] = []
-    torch.manual_seed(seed)  # dropout masks (PyTorch's generator, or HashDropout's keys from the same seed)
+    torch.manual_seed(seed)  # PyTorch's dropout masks (HashDropout draws its keys from its own generator, same seed)
     if dropout not in ("torch", "hash"):
         raise ValueError(f"dropout must be 'torch' or 'hash'; got {dropout!r}")
     masks = HashDropout(seed) if dropout == "hash" else contextlib.nullcontext()
