@@ -6,7 +6,7 @@ keeps its fastest round. Also times the masks alone on one attention-probability
 Ratio = PyTorch time / hashed time (> 1: hashed is faster). Test accuracy after training is printed for both:
 the masks differ, so the two runs are two draws of the same method and agree within seed noise, not exactly.
 
-Run: PYTHONPATH=$PWD/src .venv/bin/python bench/bench_dropout.py [--quick] [--rounds 2]
+Run: PYTHONPATH=$PWD/src .venv/bin/python bench/bench_dropout.py [--quick] [--rounds R]
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ def stage(train, test, dropout: str, seed: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = common.parser(__doc__)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, help="alternating rounds (default 1 with --quick, else 2)")
     args = ap.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 2)
     common.quiet()
     n = 1000 if args.quick else 2000
     train, test = common.adult_text(args.data_dir, n, 1000)
