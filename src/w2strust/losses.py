@@ -40,8 +40,7 @@ class AuxConfidenceLoss:
         self.alpha_max = alpha_max
         self.warmup_frac = warmup_frac
         self.positive_rate = positive_rate
-        self.buffer: deque[float] = deque(maxlen=buffer_size or None)
-        self.buffer_size = buffer_size
+        self.buffer: deque[float] = deque(maxlen=buffer_size or None)  # maxlen None: the current batch only
         self.step = 0
         self.last: dict[str, float | None] = {"alpha": None, "threshold": None}  # of the latest call
 
@@ -57,7 +56,7 @@ class AuxConfidenceLoss:
         probs = logits.detach().float().softmax(-1)
         if probs.shape[-1] != 2:
             return F.one_hot(probs.argmax(-1), probs.shape[-1]).to(logits.dtype)
-        if self.buffer_size == 0:  # the current batch only
+        if self.buffer.maxlen is None:  # buffer_size 0: the current batch only
             self.buffer.clear()
         self.buffer.extend(probs[:, 1].cpu().tolist())
         positive = (probs[:, 1] >= self.threshold()).long()
