@@ -215,6 +215,46 @@ def test_classifier_stages_on_the_cpu_use_hashed_dropout_masks(monkeypatch, tmp_
     assert seen["dropout"] == "hash"
 
 
+def test_cpu_stages_are_keyed_and_trained_by_their_thread_count(monkeypatch, tmp_path):
+    """PyTorch's CPU reductions round differently with another thread count, so a CPU stage's key records the
+    count its executor gives it (--workers 2 on 2 cores: 1) and run_stage trains with exactly that count."""
+    import os
+
+    import torch
+
+    import w2strust.stages as stages_mod
+    import w2strust.train as train_mod
+    from w2strust.scheduler import ExecutorOptions
+
+    cfg = build_config("fairness", "smoke")
+    one, _ = plan(cfg, threads=1)
+    two, _ = plan(cfg, threads=2)
+    assert {s.spec["cpu_threads"] for s in one} == {1} and {s.spec["cpu_threads"] for s in two} == {2}
+    assert not {s.key for s in one} & {s.key for s in two}
+    assert [s.spec["cpu_threads"] for s in plan(cfg)[0]] == [torch.get_num_threads()] * len(one)
+    privacy, _ = plan(build_config("privacy", "smoke"), threads=3)
+    assert {s.spec["cpu_threads"] for s in privacy} == {3}  # LM stages too
+    assert ExecutorOptions(workers=2).stage_threads() == max(1, (os.cpu_count() or 1) // 2)
+    assert ExecutorOptions(workers=2, threads=3).stage_threads() == 3
+    assert ExecutorOptions(executor="ray").stage_threads() == 1
+    assert ExecutorOptions().stage_threads() == torch.get_num_threads()
+
+    seen = {}
+
+    def fake_train(*args, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        raise RuntimeError("stop here")
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(train_mod, "train_classifier", fake_train)
+    try:
+        with pytest.raises(RuntimeError, match="stop here"):
+            stages_mod.run_stage(cfg, plan(cfg, threads=before + 1)[0][0], str(tmp_path), threads=before)
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == before + 1
+
+
 def test_batch_order_without_lengths_is_a_plain_permutation():
     import numpy as np
 

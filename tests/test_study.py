@@ -65,11 +65,11 @@ def test_bad_study_files_give_one_clear_error(tmp_path, keys, message):
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
-    """A 9-stage study (two λ_WTS points) run by two local worker processes."""
+    """A 9-stage study (two λ_WTS points) run by two local worker processes of one thread each."""
     tmp = tmp_path_factory.mktemp("study")
     path = _study(tmp, lambda_wts=[0.5, 2.0])
     out = tmp / "w2"
-    assert main(["study", str(path), "--workers", "2", "--out", str(out)]) == 0
+    assert main(["study", str(path), "--workers", "2", "--threads", "1", "--out", str(out)]) == 0
     return path, out
 
 
@@ -93,17 +93,21 @@ def test_local_workers_write_run_folders_index_table_and_stage_log(two_workers):
 
 def test_rerun_trains_nothing_and_dry_run_counts_cached(two_workers, capsys):
     path, out = two_workers
-    assert main(["study", str(path), "--out", str(out), "--dry-run"]) == 0
+    # one process with the workers' thread count: the same stages (a CPU stage's key holds its threads, not workers)
+    assert main(["study", str(path), "--out", str(out), "--dry-run", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "9 unique stage(s): 9 cached, 0 to train" in text and "nothing left" in text
     before = study_metrics(out)
-    assert main(["study", str(path), "--out", str(out)]) == 0
+    assert main(["study", str(path), "--out", str(out), "--threads", "1"]) == 0
     assert "0 stage(s) trained" in capsys.readouterr().out
     assert study_metrics(out) == before
+    # another thread count rounds PyTorch's CPU reductions differently: other stages, none of them cached
+    assert main(["study", str(path), "--out", str(out), "--dry-run", "--threads", "2"]) == 0
+    assert "9 unique stage(s): 0 cached, 9 to train" in capsys.readouterr().out
     # a new sweep point: only its two WTS models are new, and the dry run estimates them from recorded times
     wider = path.with_name("wider.yaml")
     wider.write_text(path.read_text().replace("- 2.0", "- 2.0\n- 4.0"))
-    assert main(["study", str(wider), "--out", str(out), "--dry-run", "--workers", "2"]) == 0
+    assert main(["study", str(wider), "--out", str(out), "--dry-run", "--workers", "2", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "9 cached, 2 to train" in text and "with 2 worker(s)" in text
 

@@ -153,7 +153,7 @@ def cmd_study(args) -> None:
     cache = Path(args.cache) if args.cache else out / "cache"
     _check_outputs(args, out)
     if args.dry_run:
-        print(dry_run(runs, cache, max(1, options.workers)), end="")
+        print(dry_run(runs, cache, options), end="")
         return
     for cfg in {id(r.cfg): r.cfg for r in runs}.values():
         _check_models(cfg)

@@ -72,41 +72,61 @@ def batching(cfg: ExperimentConfig, aux: bool = False) -> dict[str, str]:
     return {"batching": "random"}
 
 
+def _on_cpu(cfg: ExperimentConfig) -> bool:
+    from .train import resolve_device
+
+    return resolve_device(cfg.device).type == "cpu"
+
+
 def dropout_masks(cfg: ExperimentConfig) -> dict[str, str]:
     """Where a classifier stage's dropout masks come from, as a stage-spec entry. On the CPU: an integer hash
     (dropout.HashDropout: PyTorch's serial CPU generator was 14-17% of a training step; bench/README.md).
     Elsewhere (empty): PyTorch's own dropout. Resolved where the run is planned, as the precision is."""
-    from .train import resolve_device
-
-    if properties.get(cfg.property).task != "classification" or resolve_device(cfg.device).type != "cpu":
+    if properties.get(cfg.property).task != "classification" or not _on_cpu(cfg):
         return {}
     return {"dropout": "hash"}
 
 
-def _loop(cfg: ExperimentConfig, aux: bool = False) -> dict[str, str]:
-    return {**batching(cfg, aux), **dropout_masks(cfg)}
+def cpu_threads(cfg: ExperimentConfig, threads: int | None) -> dict[str, int]:
+    """The CPU threads a stage trains with, as a stage-spec entry (``stages.run_stage`` sets exactly this count).
+    On the CPU a stage's numbers depend on it: PyTorch splits reductions (sums, LayerNorm and bias gradients)
+    between threads and each split rounds differently, so the same stage trained with 1 and with 2 threads gives
+    predictions that differ by up to 1e-3 after one epoch (bf16 and fp32 alike; the matmuls themselves agree).
+    Keyed, ``--workers 2`` (1 thread each) and one process (2 threads) never mix their stages in a cache, and the
+    same command gives the same numbers bit for bit. ``threads`` None: the threads this process has. Elsewhere
+    (GPUs): empty."""
+    if not _on_cpu(cfg):
+        return {}
+    import torch
+
+    return {"cpu_threads": int(threads or torch.get_num_threads())}
 
 
-def weak_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
+def _loop(cfg: ExperimentConfig, threads: int | None, aux: bool = False) -> dict[str, Any]:
+    return {**batching(cfg, aux), **dropout_masks(cfg), **cpu_threads(cfg, threads)}
+
+
+def weak_stage(cfg: ExperimentConfig, seed: int, lam: float, threads: int | None = None) -> Stage:
     return Stage("weak", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.weak_model),
-                                "train": asdict(cfg.weak_train), "lambda": lam, **_loop(cfg)})
+                                "train": asdict(cfg.weak_train), "lambda": lam, **_loop(cfg, threads)})
 
 
-def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float) -> Stage:
+def ceiling_stage(cfg: ExperimentConfig, seed: int, lam: float, threads: int | None = None) -> Stage:
     return Stage("ceiling", seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
-                                   "train": asdict(cfg.strong_train), "lambda": lam, **_loop(cfg)})
+                                   "train": asdict(cfg.strong_train), "lambda": lam, **_loop(cfg, threads)})
 
 
-def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float) -> Stage:
+def wts_stage(cfg: ExperimentConfig, weak: Stage, lam: float, alpha_max: float, threads: int | None = None) -> Stage:
     aux = ({"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer, "prior": "mean_soft_label"}
            if alpha_max > 0 else {})  # prior: the hardening's class balance (argmax share before; key changed)
     return Stage("wts", weak.seed, {**_data_spec(cfg), "model": models.stage_id(cfg.strong_model),
                                     "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux,
-                                    **_loop(cfg, aux=bool(aux))}, depends=weak.key)
+                                    **_loop(cfg, threads, aux=bool(aux))}, depends=weak.key)
 
 
-def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
-    """All unique stages in dependency order, and one record stub per (strategy, role, seed)."""
+def plan(cfg: ExperimentConfig, threads: int | None = None) -> tuple[list[Stage], list[dict[str, Any]]]:
+    """All unique stages in dependency order, and one record stub per (strategy, role, seed). ``threads``: the
+    CPU threads per stage of the executor that will run them (``ExecutorOptions.stage_threads``)."""
     stages: dict[str, Stage] = {}
     records: list[dict[str, Any]] = []
     roles = properties.get(cfg.property).roles
@@ -117,14 +137,14 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Stage], list[dict[str, Any]]]:
     for seed in cfg.seeds:
         # lambda_ceiling: auto trains every candidate (ordinary stages, cached and shared like any other); the
         # ceiling records point at all of them until Runner.run picks one from their metrics (select_ceiling).
-        ceilings = {lam: add(ceiling_stage(cfg, seed, lam)) for lam in cfg.ceiling_candidates()}
+        ceilings = {lam: add(ceiling_stage(cfg, seed, lam, threads)) for lam in cfg.ceiling_candidates()}
         for strategy in cfg.strategies:
             lam_w, lam_wts = lambdas(cfg, strategy)
-            weak = add(weak_stage(cfg, seed, lam_w))
+            weak = add(weak_stage(cfg, seed, lam_w, threads))
             by_role = {"weak": weak}
             for role, alpha in (("wts_naive", 0.0), ("wts_aux", cfg.alpha_max)):
                 if role in roles:
-                    by_role[role] = add(wts_stage(cfg, weak, lam_wts, alpha))
+                    by_role[role] = add(wts_stage(cfg, weak, lam_wts, alpha, threads))
             for role in roles:
                 record = {
                     "property": cfg.property, "strategy": strategy, "role": role, "seed": seed,
@@ -177,7 +197,7 @@ class Runner:
     def run(self) -> list[dict[str, Any]]:
         self.out.mkdir(parents=True, exist_ok=True)
         save_yaml(self.cfg, self.out / "config.yaml")
-        stages, stubs = plan(self.cfg)
+        stages, stubs = plan(self.cfg, self.options.stage_threads())
         todo = [s for s in stages if not (self.cache / s.dirname / "meta.json").exists()]
         if todo:  # a data file that cannot be read fails here, in one line, before any progress bar
             load_splits(self.cfg, todo[0].seed)

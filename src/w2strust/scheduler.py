@@ -54,6 +54,20 @@ class ExecutorOptions:
             raise W2SError(f"--workers must be >= 1, --per-gpu >= 1 and --threads >= 0; got workers={self.workers}, "
                            f"per_gpu={self.per_gpu}, threads={self.threads}")
 
+    def stage_threads(self) -> int:
+        """CPU threads each stage runs with: ``--threads``, else the cores split between the local workers (Ray: 1;
+        this process alone: the threads torch has). On the CPU the count is part of a stage's key
+        (``pipeline.cpu_threads``: the numbers depend on it)."""
+        if self.threads:
+            return self.threads
+        if self.executor == "ray":
+            return 1
+        if self.workers > 1:
+            return max(1, (os.cpu_count() or 1) // self.workers)
+        import torch
+
+        return torch.get_num_threads()
+
 
 class WorkerDied(Exception):
     """The process running a stage went away (the stage itself did not fail)."""
@@ -173,7 +187,7 @@ class InProcessExecutor:
     name = "in-process"
 
     def __init__(self, options: ExecutorOptions, cfgs: list):
-        self.threads = options.threads or None
+        self.threads = options.stage_threads()
         self.queue: list[Job] = []
         self.root = ""
 
@@ -212,7 +226,7 @@ class LocalPoolExecutor:
             self.devices = [f"cuda:{(i // options.per_gpu) % n}" for i in range(self.workers)]
         else:
             self.devices = ["cpu"] * self.workers
-        self.threads = options.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        self.threads = options.stage_threads()
         self.pool: ProcessPoolExecutor | None = None
         self.futures: dict[Future, tuple[str, ProcessPoolExecutor]] = {}
 
@@ -290,7 +304,7 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=options.ray_address, log_to_driver=True)
         self.cap = options.workers if options.workers > 1 else 0
-        self.threads = options.threads or 1
+        self.threads = options.stage_threads()
         gpus = ray.cluster_resources().get("GPU", 0)
         wants_gpu = gpus > 0 and any(c.device in ("auto", "cuda") or c.device.startswith("cuda") for c in cfgs)
         self.device = "cuda" if wants_gpu else "cpu"

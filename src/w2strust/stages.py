@@ -64,6 +64,8 @@ def run_stage(cfg: ExperimentConfig, stage: Stage, cache_root: str, device: str 
         if problem != "missing":
             _say(f"w2strust: damaged artefact: {problem}; retraining {stage.dirname}")
         dev = _device(cfg, device)
+        if dev.type == "cpu" and "cpu_threads" in stage.spec:
+            torch.set_num_threads(stage.spec["cpu_threads"])  # the count its key records (pipeline.cpu_threads)
         if stage.depends:
             weak = f"weak-{stage.depends}"
             weak_problem = cache.problem(weak, required_files(cfg, "weak"))

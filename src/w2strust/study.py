@@ -186,15 +186,16 @@ def study_metrics(out: Path) -> dict[tuple, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- running
-def study_jobs(runs: list[StudyRun]):
-    """Every stage of every run, deduplicated by content key, and each run's record stubs."""
+def study_jobs(runs: list[StudyRun], threads: int | None = None):
+    """Every stage of every run, deduplicated by content key, and each run's record stubs. ``threads``: the CPU
+    threads per stage of the executor (``ExecutorOptions.stage_threads``; part of a CPU stage's key)."""
     from .pipeline import plan
     from .scheduler import Job, label
 
     jobs: dict[str, Job] = {}
     stubs: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        stages, stubs[r.dir] = plan(r.cfg)
+        stages, stubs[r.dir] = plan(r.cfg, threads)
         for s in stages:
             jobs.setdefault(s.key, Job(s, r.cfg, label(r.cfg, s)))
     return list(jobs.values()), stubs
@@ -209,7 +210,7 @@ def run_study(runs: list[StudyRun], out: Path, cache: Path, options, study_file:
     from .scheduler import run_jobs
 
     out, cache = Path(out), Path(cache)
-    jobs, stubs = study_jobs(runs)
+    jobs, stubs = study_jobs(runs, options.stage_threads())
     write_index(out, study_file, runs, cache, {"total": len(jobs)})  # readable while the study runs
     trained = run_jobs(jobs, cache, options, log_path=out / "stages.log", desc="study")
     for r in runs:
@@ -235,12 +236,16 @@ def _link_cache(run_dir: Path, cache: Path) -> None:
         link.symlink_to(os.path.relpath(cache.resolve(), run_dir.resolve()), target_is_directory=True)
 
 
-def dry_run(runs: list[StudyRun], cache: Path, workers: int = 1) -> str:
-    """The stages of a study, which are cached, and an estimate of the time left from recorded stage times."""
+def dry_run(runs: list[StudyRun], cache: Path, options=None) -> str:
+    """The stages of a study, which are cached, and an estimate of the time left from recorded stage times.
+    ``options``: the executor's (its thread count is part of CPU stages' keys; default one process)."""
     from .cache import StageCache
+    from .scheduler import ExecutorOptions
     from .stages import required_files
 
-    jobs, _ = study_jobs(runs)
+    options = options or ExecutorOptions()
+    workers = max(1, options.workers)
+    jobs, _ = study_jobs(runs, options.stage_threads())
     store = StageCache(cache)
     recorded = _recorded_times(Path(cache))
     lines, left, unknown, n_cached = [], 0.0, 0, 0

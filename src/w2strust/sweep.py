@@ -33,7 +33,8 @@ def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path,
     tracker = tracking.open_tracker(cfg.log, Path(out))  # before training: a missing package fails at once
     runner = Runner(cfg, out, cache, options)
     build = weak_stage if role == "weak" else ceiling_stage
-    stages = [(lam, build(cfg, seed, lam)) for lam in lambdas for seed in cfg.seeds]
+    threads = runner.options.stage_threads()
+    stages = [(lam, build(cfg, seed, lam, threads)) for lam in lambdas for seed in cfg.seeds]
     runner.execute_all([s for _, s in stages], desc=f"{cfg.property} λ sweep ({role})")
     metrics = {lam: [runner.load_meta(s)["metrics"] for lam_s, s in stages if lam_s == lam] for lam in lambdas}
     if tracker is not None:  # one tracked run per swept model: sweep-<role>/lambda=<λ>/seed<k>
