@@ -1,9 +1,10 @@
-"""Dropout masks: hashed (``dropout.HashDropout``, what classifier stages use on the CPU) against PyTorch's.
+"""Dropout masks: numpy's PCG64 (``dropout.PCG64Dropout``, what classifier stages use on the CPU) against PyTorch's.
 
 The same training stage both ways (``train_classifier``: minilm-l6, Adult text, the fairness objective with
 λ = 3, random batches of 32 as fairness trains, precision auto), alternating for ``--rounds`` rounds; each
 keeps its fastest round. Also times the masks alone on one attention-probability tensor (32 × 12 × 72 × 72).
-Ratio = PyTorch time / hashed time (> 1: hashed is faster). Test accuracy after training is printed for both:
+The mask timing also runs the lowbias32 counter hash of the previous version (int32 tensor ops), on one thread and on
+all of them. Ratio = PyTorch time / PCG64 time (> 1: PCG64 is faster). Test accuracy after training is printed for both:
 the masks differ, so the two runs are two draws of the same method and agree within seed noise, not exactly.
 
 Run: PYTHONPATH=$PWD/src .venv/bin/python bench/bench_dropout.py [--quick] [--rounds R]
@@ -19,23 +20,36 @@ import torch.nn.functional as F
 CPU = torch.device("cpu")
 
 
-def mask_only(rounds: int = 20) -> tuple[float, float]:
-    from w2strust.dropout import HashDropout
+def lowbias32_(h: torch.Tensor) -> torch.Tensor:
+    """The previous version's hash, in place on int32 (wrapping): x ^= x >>> 16; x *= M1; x ^= x >>> 15; x *= M2;
+    x ^= x >>> 16. Its masks were lowbias32(lowbias32(i) + key) >= threshold."""
+    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
+    h.mul_(0x7FEB352D)
+    h.bitwise_xor_(h.bitwise_right_shift(15).bitwise_and_(0x1FFFF))
+    h.mul_(0x846CA68B - (1 << 32))
+    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
+    return h
 
+
+def mask_only(threads: int, rounds: int = 20) -> dict[str, float]:
+    """Seconds per mask on a 32 × 12 × 72 × 72 tensor (one attention-probability dropout) with ``threads``."""
+    from w2strust.dropout import PCG64Dropout
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     x = torch.randn(32, 12, 72, 72)
-    mode = HashDropout(0)
-
-    def torch_masks():
-        for _ in range(rounds):
-            F.dropout(x, 0.1, True)
-
-    def hashed_masks():
-        with mode:
-            for _ in range(rounds):
-                F.dropout(x, 0.1, True)
-
-    torch_masks(), hashed_masks()  # warm up (the hash table is built once)
-    return common.timed(torch_masks)[0] / rounds, common.timed(hashed_masks)[0] / rounds
+    mode = PCG64Dropout(0)
+    table = lowbias32_(torch.arange(x.numel(), dtype=torch.int32))  # built once per run in the previous version
+    threshold = round(0.1 * (1 << 32)) - (1 << 31)
+    fns = {"PyTorch": lambda: F.dropout(x, 0.1, True),
+           "lowbias32 hash (previous)": lambda: lowbias32_(table.add(7)).ge_(threshold),
+           "PCG64": lambda: mode.keep_mask(x.shape, 0.1, CPU)}
+    out = {}
+    for name, fn in fns.items():
+        fn()  # warm up
+        out[name] = common.timed(lambda f=fn: [f() for _ in range(rounds)])[0] / rounds
+    torch.set_num_threads(before)
+    return out
 
 
 def stage(train, test, dropout: str, seed: int) -> tuple[float, float]:
@@ -65,10 +79,12 @@ def main() -> None:
     train, test = common.adult_text(args.data_dir, n, 1000)
     print(f"# dropout masks: minilm-l6, {n} Adult rows, batch 32, 1 epoch, fairness λ = 3, random batches")
     print(f"machine: {common.machine()}\n")
-    t_torch, t_hash = mask_only()
-    print(f"one dropout call on 32x12x72x72: PyTorch {t_torch * 1e3:.1f} ms, hashed {t_hash * 1e3:.1f} ms "
-          f"(x{t_torch / t_hash:.2f})\n")
-    best = {"torch": (float("inf"), 0.0), "hash": (float("inf"), 0.0)}
+    for threads in dict.fromkeys((1, torch.get_num_threads())):
+        t = mask_only(threads)
+        print(f"one dropout mask on 32x12x72x72, {threads} thread(s): "
+              + ", ".join(f"{name} {sec * 1e3:.1f} ms (x{t['PyTorch'] / sec:.2f})" for name, sec in t.items()))
+    print()
+    best = {"torch": (float("inf"), 0.0), "pcg64": (float("inf"), 0.0)}
     for _ in range(args.rounds):
         for dropout in best:
             sec, acc = stage(train, test, dropout, seed=0)

@@ -39,7 +39,7 @@ def ours(model, tok, train, bs, epochs, lr, max_length, precision, seed=0):
     targets = np.eye(2, dtype=np.float32)[np.asarray(train["label"])]
     tcfg = TrainConfig(lr=lr, epochs=epochs, batch_size=bs, max_length=max_length)
     train_classifier(model, tok, train, targets, tcfg, TrustProperty(), 0.0, seed, torch.device("cpu"),
-                     precision=precision, dropout="hash")  # as stages train on the CPU (pipeline.dropout_masks)
+                     precision=precision, dropout="pcg64")  # as stages train on the CPU (pipeline.dropout_masks)
 
 
 def trainer(model, tok, train, bs, epochs, lr, max_length, seed=0, **extra):

@@ -193,14 +193,14 @@ def test_batching_is_random_where_the_loss_depends_on_the_batch():
     assert all("batching" not in s.spec for s in privacy)
 
 
-def test_classifier_stages_on_the_cpu_use_hashed_dropout_masks(monkeypatch, tmp_path):
+def test_classifier_stages_on_the_cpu_use_pcg64_dropout_masks(monkeypatch, tmp_path):
     """The mask source changes every dropout draw, so it is in the key: classifier stages planned for the CPU say
-    "hash" (dropout.HashDropout), and the training loop receives it; privacy's LM stages keep PyTorch's."""
+    "pcg64" (dropout.PCG64Dropout), and the training loop receives it; privacy's LM stages keep PyTorch's."""
     import w2strust.stages as stages_mod
     import w2strust.train as train_mod
 
     fair, _ = plan(build_config("fairness", "smoke"))
-    assert {s.spec.get("dropout") for s in fair} == {"hash"}
+    assert {s.spec.get("dropout") for s in fair} == {"pcg64"}
     privacy, _ = plan(build_config("privacy", "smoke"))
     assert all("dropout" not in s.spec for s in privacy)
     seen = {}
@@ -212,7 +212,7 @@ def test_classifier_stages_on_the_cpu_use_hashed_dropout_masks(monkeypatch, tmp_
     monkeypatch.setattr(train_mod, "train_classifier", fake_train)
     with pytest.raises(RuntimeError, match="stop here"):
         stages_mod.run_stage(build_config("fairness", "smoke"), fair[0], str(tmp_path))
-    assert seen["dropout"] == "hash"
+    assert seen["dropout"] == "pcg64"
 
 
 def test_cpu_stages_are_keyed_and_trained_by_their_thread_count(monkeypatch, tmp_path):

@@ -1,20 +1,21 @@
-"""Dropout masks from an integer hash on the CPU: the same Bernoulli(1 − p) dropout, several times cheaper.
+"""Dropout masks from numpy's PCG64 generator on the CPU: the same Bernoulli(1 − p) dropout, several times cheaper.
 
-Why: PyTorch draws CPU dropout masks with a serial Mersenne twister (``bernoulli_``, about 7 ns per element on
-one core). In a minilm training step on the 2-core CPU that was 14-17% of the step (profile: bench/README.md).
-Here the keep/drop of element i in one dropout call is ``lowbias32(T[i] + k) >= threshold``:
-- ``lowbias32`` is C. Wellons' 32-bit integer hash (a bijection with near-ideal avalanche), run as a handful of
-  vectorised, multithreaded int32 tensor ops;
-- ``T[i] = lowbias32(i)`` is computed once and reused, so each call costs one hash;
-- ``k`` is a fresh 32-bit key per call, drawn from a generator seeded by the stage's seed.
-The masks are independent across calls and elements (as with a 32-bit-state generator), the keep rate is 1 − p
-to 2⁻³², and the same seed gives the same masks bit for bit, whatever the number of threads.
+Why: PyTorch draws CPU dropout masks with a Mersenne twister (``bernoulli_``, about 7 ns per element on one core).
+In a minilm training step on the 2-core CPU that was 14-17% of the step (profile: bench/README.md). numpy's
+PCG64 (its default generator) gives 64 random bits in about 1.5 ns, so a mask is ``u >= round(p · 2³²)`` over
+uniform 32-bit words ``u`` (two per 64-bit draw): 3.5 ms instead of 13.7 ms for one 32 × 12 × 71 × 71 attention
+mask on one thread (``bench/bench_dropout.py``). The keep rate is 1 − p to 2⁻³³; one generator per training run,
+seeded by the stage's seed, draws every mask in order, so the same seed gives the same masks bit for bit whatever
+the number of threads (the generator is serial).
 
-``HashDropout(seed)`` is a torch function mode: inside it every ``F.dropout`` and every
+``PCG64Dropout(seed)`` is a torch function mode: inside it every ``F.dropout`` and every
 ``F.scaled_dot_product_attention`` with ``dropout_p > 0`` (attention-probability dropout, whatever the model
 architecture) uses these masks. Everything else passes through untouched. The classifier training loop uses it
 on the CPU (``pipeline.dropout_masks`` records it in the stage key); GPUs keep PyTorch's own dropout (Philox,
 already fast).
+
+An earlier version hashed a counter with lowbias32 in int32 tensor ops: 11.5 ms per attention mask on one
+thread, 11% of a single-threaded step, against 3.5 ms here.
 """
 
 from __future__ import annotations
@@ -26,57 +27,47 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-_M1, _M2 = 0x7FEB352D, 0x846CA68B - (1 << 32)  # lowbias32's multipliers, as int32 (multiplication wraps mod 2³²)
 
-
-def lowbias32_(h: torch.Tensor) -> torch.Tensor:
-    """In place on an int32 tensor: x ^= x >>> 16; x *= M1; x ^= x >>> 15; x *= M2; x ^= x >>> 16 (mod 2³²).
-
-    int32 shifts are arithmetic, so each ``>>>`` (logical) is a shift followed by a mask of the low bits."""
-    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
-    h.mul_(_M1)
-    h.bitwise_xor_(h.bitwise_right_shift(15).bitwise_and_(0x1FFFF))
-    h.mul_(_M2)
-    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
-    return h
-
-
-def _int32(value: int) -> int:
-    """A value mod 2³² as a signed int32 Python int."""
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-class HashDropout(TorchFunctionMode):
-    """Within ``with HashDropout(seed):`` dropout uses hashed masks (module docstring)."""
+class PCG64Dropout(TorchFunctionMode):
+    """Within ``with PCG64Dropout(seed):`` dropout uses masks from a seeded PCG64 stream (module docstring)."""
 
     def __init__(self, seed: int):
         super().__init__()
-        self.keys = np.random.default_rng([seed, 0x5EED])  # a key per call, reproducible from the seed
-        self.table: dict[torch.device, torch.Tensor] = {}  # lowbias32(i) for i < n, per device
+        self.bits = np.random.PCG64([seed, 0x5EED])  # every mask of one training run, in order
+        self.mask: torch.Tensor | None = None  # the last bool attention mask and its additive form (``additive``)
+        self.mask_version = -1
+        self.bias: torch.Tensor | None = None
 
     def keep_mask(self, shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
         """Bool tensor of ``shape``, each element True with probability 1 − p."""
         n = math.prod(shape)
-        table = self.table.get(device)
-        if table is None or table.numel() < n:  # grown geometrically: batch widths vary from step to step
-            size = max(n, 1 << 16, 2 * (table.numel() if table is not None else 0))
-            table = lowbias32_(torch.arange(size, dtype=torch.int32, device=device))
-            self.table[device] = table
-        key = _int32(int(self.keys.integers(0, 1 << 32)))
-        h = lowbias32_(table[:n].add(key))  # int32 addition wraps
-        threshold = _int32((1 << 31) + round(p * (1 << 32)))  # h is uniform on [-2³¹, 2³¹)
-        return h.ge_(threshold).view(shape) if p < 1 else torch.zeros(shape, dtype=torch.bool, device=device)
+        threshold = round(p * (1 << 32))  # u uniform on [0, 2³²): P(u >= threshold) = 1 − threshold / 2³²
+        if threshold >= 1 << 32:
+            return torch.zeros(shape, dtype=torch.bool, device=device)
+        words = self.bits.random_raw((n + 1) // 2).view(np.uint32)[:n]  # both halves of each 64-bit draw
+        return torch.from_numpy(words >= np.uint32(threshold)).view(shape).to(device)
 
     def dropout(self, x: torch.Tensor, p: float, inplace: bool = False) -> torch.Tensor:
         scale = self.keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1.0 / (1.0 - p) if p < 1 else 0.0)
         return x.mul_(scale) if inplace else x * scale
 
+    def additive(self, mask: torch.Tensor) -> torch.Tensor:
+        """A bool attention mask (True = attend) as 0 / float32 min to add to the scores: the same softmax as
+        filling the masked scores with min, and a broadcast add is several times cheaper than a broadcast
+        ``masked_fill`` on the CPU (0.5 vs 4.4 ms per minilm layer, and its backward is free). Models pass one mask
+        object to every layer, so the last one is kept (with its version: a mask changed in place is redone)."""
+        if self.mask is not mask or self.mask_version != mask._version:
+            self.mask, self.mask_version = mask, mask._version
+            self.bias = torch.zeros(mask.shape, device=mask.device).masked_fill_(mask.logical_not(),
+                                                                              torch.finfo(torch.float32).min)
+        return self.bias
+
     def attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                   enable_gqa=False) -> torch.Tensor:
-        """``F.scaled_dot_product_attention`` as its documented reference computation, with hashed dropout.
+        """``F.scaled_dot_product_attention`` as its documented reference computation, with these masks.
         The two matmuls run in the autocast dtype (as the fused kernels do), softmax and dropout in fp32; fully
-        masked rows (padding queries) get uniform weights instead of NaN, and their outputs are never read."""
+        masked rows (padding queries) get uniform weights instead of NaN (every score becomes float32 min), and
+        their outputs are never read."""
         if enable_gqa:
             rep = query.size(-3) // key.size(-3)
             key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
@@ -86,10 +77,7 @@ class HashDropout(TorchFunctionMode):
             causal = torch.ones(query.size(-2), key.size(-2), dtype=torch.bool, device=query.device).tril()
             attn_mask = causal if attn_mask is None else attn_mask & causal
         if attn_mask is not None:
-            if attn_mask.dtype == torch.bool:
-                scores = scores.masked_fill(attn_mask.logical_not(), torch.finfo(scores.dtype).min)
-            else:
-                scores = scores + attn_mask
+            scores = scores.add_(self.additive(attn_mask) if attn_mask.dtype == torch.bool else attn_mask)  # fresh
         probs = self.dropout(scores.softmax(-1), dropout_p)
         return torch.matmul(probs.to(value.dtype), value)
 

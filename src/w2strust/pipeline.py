@@ -79,12 +79,12 @@ def _on_cpu(cfg: ExperimentConfig) -> bool:
 
 
 def dropout_masks(cfg: ExperimentConfig) -> dict[str, str]:
-    """Where a classifier stage's dropout masks come from, as a stage-spec entry. On the CPU: an integer hash
-    (dropout.HashDropout: PyTorch's serial CPU generator was 14-17% of a training step; bench/README.md).
+    """Where a classifier stage's dropout masks come from, as a stage-spec entry. On the CPU: numpy's PCG64
+    (dropout.PCG64Dropout: PyTorch's CPU generator was 14-17% of a training step; bench/README.md).
     Elsewhere (empty): PyTorch's own dropout. Resolved where the run is planned, as the precision is."""
     if properties.get(cfg.property).task != "classification" or not _on_cpu(cfg):
         return {}
-    return {"dropout": "hash"}
+    return {"dropout": "pcg64"}
 
 
 def cpu_threads(cfg: ExperimentConfig, threads: int | None) -> dict[str, int]:

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .determinism import use_deterministic_kernels
-from .dropout import HashDropout
+from .dropout import PCG64Dropout
 from .finite import check_loss
 from .precision import autocast, grad_scaler
 from .train_curve import TrainingCurve
@@ -120,12 +120,12 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     ``make_task_loss(total_steps)`` builds a stateful loss (the auxiliary confidence loss); else
     ``task_loss`` (default soft cross-entropy). ``precision`` is a resolved name (``precision.resolve``).
     ``length_buckets=False``: random batches (for losses that depend on the batch's make-up, pipeline.batching).
-    ``dropout="hash"``: masks from an integer hash (dropout.HashDropout; the CPU default, pipeline.dropout_masks).
+    ``dropout="pcg64"``: masks from numpy's PCG64 (dropout.PCG64Dropout; the CPU default, pipeline.dropout_masks).
     Returns a small log (final loss, steps).
 
     Speed (bench/README.md): every text column is tokenised once, batches are shuffled length buckets
     (little padding), matmuls run under ``precision``'s autocast, and AdamW updates all parameters
-    in one fused kernel; on the CPU, dropout masks come from a vectorised hash instead of a serial generator.
+    in one fused kernel; on the CPU, dropout masks come from numpy's PCG64 instead of PyTorch's slower generator.
     """
     from transformers import get_linear_schedule_with_warmup  # here: importing it pulls in peft (~2.5 s)
 
@@ -147,10 +147,10 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     scaler = grad_scaler(precision, device)
     forward = make_forward(model, tokens, device, precision)
     losses: list[torch.Tensor] = []
-    torch.manual_seed(seed)  # PyTorch's dropout masks (HashDropout draws its keys from its own generator, same seed)
-    if dropout not in ("torch", "hash"):
-        raise ValueError(f"dropout must be 'torch' or 'hash'; got {dropout!r}")
-    masks = HashDropout(seed) if dropout == "hash" else contextlib.nullcontext()
+    torch.manual_seed(seed)  # PyTorch's dropout masks (PCG64Dropout has its own generator, same seed)
+    if dropout not in ("torch", "pcg64"):
+        raise ValueError(f"dropout must be 'torch' or 'pcg64'; got {dropout!r}")
+    masks = PCG64Dropout(seed) if dropout == "pcg64" else contextlib.nullcontext()
     bar = tqdm(batches, desc=desc, unit="step", leave=False, dynamic_ncols=True)
     with masks, prop.train_context(model, lam), bar:
         for idx in bar:
