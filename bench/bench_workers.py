@@ -3,9 +3,11 @@ one run, each from an empty cache in a fresh process (start-up and worker spawni
 that both give the same metrics.
 
 Run: .venv/bin/python bench/bench_workers.py [--study configs/...yaml] [--workers 1 2] [--keep DIR]
+     .venv/bin/python bench/bench_workers.py --preset quick --seeds 0 -- --data-dir ../shared/data  # README command 1
      .venv/bin/python bench/bench_workers.py --compare RUN_A RUN_B     # two finished study folders
 
-Default study: fairness, smoke preset (tiny random models), 2 seeds x 3 strategies = 18 stages.
+Default study: fairness, smoke preset (tiny random models), 2 seeds x 3 strategies = 18 stages (``--preset``,
+``--seeds`` to change; ``--preset quick --seeds 0`` is the fairness run of README command 1, 9 stages).
 Prints the wall times, the ratio, and per (run, strategy, role) the largest metric difference, against
 the spread over seeds (what "the same results within seed noise" means for a study whose settings differ,
 e.g. fp32 vs bf16; for identical settings on CPU the difference should be 0).
@@ -29,9 +31,9 @@ from w2strust.study import study_metrics
 
 DEFAULT_STUDY = """\
 properties: [fairness]
-preset: smoke
+preset: {preset}
 strategies: [no_tft, weak_tft, weak_wts_tft]
-seeds: [0, 1]
+seeds: [{seeds}]
 """
 
 
@@ -75,6 +77,8 @@ def compare(a: Path, b: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--study", help="study file (default: fairness smoke, 2 seeds, 3 strategies)")
+    ap.add_argument("--preset", default="smoke", help="preset of the default study (default smoke)")
+    ap.add_argument("--seeds", default="0,1", help="seeds of the default study (default 0,1)")
     ap.add_argument("--workers", type=int, nargs=2, default=[1, 2], metavar=("A", "B"))
     ap.add_argument("--keep", help="write the two study folders here (default: a temp folder, removed)")
     ap.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="only compare two finished studies")
@@ -89,7 +93,7 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         study = Path(args.study) if args.study else root / "bench-study.yaml"
         if not args.study:
-            study.write_text(DEFAULT_STUDY)
+            study.write_text(DEFAULT_STUDY.format(preset=args.preset, seeds=", ".join(args.seeds.split(","))))
         times = {}
         for w in args.workers:
             times[w] = run_study(study, root / f"workers-{w}", w, args.extra)
