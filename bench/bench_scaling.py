@@ -37,7 +37,7 @@ def one_point(model_name: str, rows: int, data_dir: str) -> dict:
     tcfg = TrainConfig(lr=1e-4, epochs=1, batch_size=32, max_length=72)
     tokens = sum(len(r) for r in TokenCache(tok, 72, train).lookup(train["text"]))
     sec, _ = common.timed(train_classifier, model, tok, train, targets, tcfg, get("fairness"), 3.0, 0,
-                          torch.device("cpu"), precision=prec, dropout="hash")
+                          torch.device("cpu"), precision=prec, dropout="pcg64")
     peak = common.peak_rss_mib()
     # labelling speed of the trained model (the preset estimate below needs it): 1,000 Adult rows
     pred_sec, _ = common.timed(predict_proba, model, tok, common.adult_text(data_dir, 1000, 2)[0], "text", 72, 128,
