@@ -93,13 +93,11 @@ def cpu_threads(cfg: ExperimentConfig, threads: int | None) -> dict[str, int]:
     between threads and each split rounds differently, so the same stage trained with 1 and with 2 threads gives
     predictions that differ by up to 1.5e-3 in bf16 and 1.2e-7 in fp32 after one epoch (the matmuls agree).
     Keyed, ``--workers 2`` (1 thread each) and one process (2 threads) never mix their stages in a cache, and the
-    same command gives the same numbers bit for bit. ``threads`` None: the threads this process has. Elsewhere
-    (GPUs): empty."""
+    same command gives the same numbers bit for bit. ``threads`` None: the default executor's (this process).
+    Elsewhere (GPUs): empty."""
     if not _on_cpu(cfg):
         return {}
-    import torch
-
-    return {"cpu_threads": int(threads or torch.get_num_threads())}
+    return {"cpu_threads": int(threads or ExecutorOptions().stage_threads())}
 
 
 def _loop(cfg: ExperimentConfig, threads: int | None, aux: bool = False) -> dict[str, Any]:
