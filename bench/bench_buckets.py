@@ -23,11 +23,11 @@ def main() -> None:
     ap.add_argument("--data", choices=("sst2", "adult"), default="sst2")
     args = ap.parse_args()
     common.quiet()
-    from w2strust.config import TrainConfig
+    from w2strust.config.schema import TrainConfig
     from w2strust.models import build_classifier
-    from w2strust.precision import resolve
     from w2strust.properties.base import TrustProperty
-    from w2strust.train import predict_proba, train_classifier
+    from w2strust.training.classifier import predict_proba, train_classifier
+    from w2strust.training.precision import resolve
 
     n, epochs = (1000, 1) if args.quick else (2000, 2)
     if args.data == "sst2":

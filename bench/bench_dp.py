@@ -32,10 +32,10 @@ def rss_mib() -> float:
 def one_variant(model_name: str, dp: bool, steps: int, data_dir: str) -> dict:
     """Time ``steps`` training steps (after one warm-up step) of one variant; runs in a child process."""
     common.quiet()
-    from w2strust.config import build_config
+    from w2strust.config.build import build_config
     from w2strust.models import build_causal_lm
     from w2strust.properties import get
-    from w2strust.train_lm import per_row_loss, prepare_model, tokenize
+    from w2strust.training.causal_lm import per_row_loss, prepare_model, tokenize
 
     cfg = build_config("privacy", "quick")
     opts = get("privacy").lm_options(cfg)

@@ -34,7 +34,7 @@ def lowbias32_(h: torch.Tensor) -> torch.Tensor:
 def mask_only(threads: int, rounds: int = 20) -> dict[str, float]:
     """Seconds per dropout call (mask and apply) on a 32 × 12 × 72 × 72 tensor (one attention-probability dropout)
     with ``threads``."""
-    from w2strust.dropout import PCG64Dropout
+    from w2strust.training.dropout import PCG64Dropout
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -57,11 +57,11 @@ def mask_only(threads: int, rounds: int = 20) -> dict[str, float]:
 
 
 def stage(train, test, dropout: str, seed: int) -> tuple[float, float]:
-    from w2strust.config import TrainConfig
+    from w2strust.config.schema import TrainConfig
     from w2strust.models import build_classifier
-    from w2strust.precision import resolve
     from w2strust.properties import get
-    from w2strust.train import predict_proba, train_classifier
+    from w2strust.training.classifier import predict_proba, train_classifier
+    from w2strust.training.precision import resolve
 
     torch.manual_seed(seed)
     model, tok = build_classifier("minilm-l6", 2)

@@ -36,8 +36,8 @@ def main() -> None:
     args = ap.parse_args()
     common.quiet()
     from w2strust.models import build_classifier
-    from w2strust.precision import resolve
-    from w2strust.train import predict_proba
+    from w2strust.training.classifier import predict_proba
+    from w2strust.training.precision import resolve
 
     auto = resolve("auto", torch.device("cpu"))
     n = 1000 if args.quick else 4000

@@ -23,11 +23,11 @@ import torch
 
 def one_point(model_name: str, rows: int, data_dir: str) -> dict:
     common.quiet()
-    from w2strust.config import TrainConfig
+    from w2strust.config.schema import TrainConfig
     from w2strust.models import build_classifier
-    from w2strust.precision import resolve
     from w2strust.properties import get
-    from w2strust.train import TokenCache, predict_proba, train_classifier
+    from w2strust.training.classifier import TokenCache, predict_proba, train_classifier
+    from w2strust.training.precision import resolve
 
     prec = resolve("auto", torch.device("cpu"))
     train, _ = common.adult_text(data_dir, rows, 2)
@@ -55,7 +55,7 @@ def main() -> None:
         print(json.dumps(one_point(args.point[0], int(args.point[1]), args.data_dir)))
         return
     from w2strust.models import availability
-    from w2strust.precision import DTYPES, resolve
+    from w2strust.training.precision import DTYPES, resolve
 
     prec = resolve("auto", torch.device("cpu"))
     peak = common.matmul_peak_gflops(DTYPES.get(prec, torch.float32))

@@ -51,7 +51,7 @@ def main() -> None:
 
     from w2strust.models import build_classifier
     from w2strust.properties.fairness import Fairness
-    from w2strust.train import predict_proba
+    from w2strust.training.classifier import predict_proba
 
     logging.set_verbosity_error()
     torch.manual_seed(0)

@@ -32,14 +32,14 @@ def build(name: str, seed: int = 0):
 
 
 def ours(model, tok, train, bs, epochs, lr, max_length, precision, seed=0):
-    from w2strust.config import TrainConfig
+    from w2strust.config.schema import TrainConfig
     from w2strust.properties.base import TrustProperty
-    from w2strust.train import train_classifier
+    from w2strust.training.classifier import train_classifier
 
     targets = np.eye(2, dtype=np.float32)[np.asarray(train["label"])]
     tcfg = TrainConfig(lr=lr, epochs=epochs, batch_size=bs, max_length=max_length)
     train_classifier(model, tok, train, targets, tcfg, TrustProperty(), 0.0, seed, torch.device("cpu"),
-                     precision=precision, dropout="pcg64")  # as stages train on the CPU (pipeline.dropout_masks)
+                     precision=precision, dropout="pcg64")  # as stages train on the CPU (experiment.plan.dropout_masks)
 
 
 def trainer(model, tok, train, bs, epochs, lr, max_length, seed=0, **extra):
@@ -55,7 +55,7 @@ def trainer(model, tok, train, bs, epochs, lr, max_length, seed=0, **extra):
 
 
 def accuracy(model, tok, test, max_length) -> float:
-    from w2strust.train import predict_proba
+    from w2strust.training.classifier import predict_proba
 
     p = predict_proba(model, tok, test, "text", max_length, 128, torch.device("cpu"), desc=None)
     return float((p.argmax(-1) == np.asarray(test["label"])).mean())
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--data", choices=("both", "adult", "sst2"), default="both", help="which data set(s) to train on")
     args = ap.parse_args()
     common.quiet()
-    from w2strust.precision import resolve
+    from w2strust.training.precision import resolve
 
     auto = resolve("auto", torch.device("cpu"))
     n, epochs = (1000, 1) if args.quick else (2000, 2)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from w2strust.study import study_metrics
+from w2strust.experiment.study import study_metrics
 
 DEFAULT_STUDY = """\
 properties: [fairness]

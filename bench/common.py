@@ -104,7 +104,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    from w2strust.precision import cpu_has_native_bf16
+    from w2strust.training.precision import cpu_has_native_bf16
 
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"native bf16: {cpu_has_native_bf16()}")

@@ -32,7 +32,7 @@ else
   WORKERS=$K
 fi
 # The precision key comes with the mixed-precision work (issue 7 item 5); without it both runs are fp32.
-if "$PY" -c "from w2strust.config import ExperimentConfig as C; C().precision" 2>/dev/null; then
+if "$PY" -c "from w2strust.config.schema import ExperimentConfig as C; C().precision" 2>/dev/null; then
   FP32=(--set precision=fp32); BF16=(--set precision=bf16)
   if [ "$NGPU" -eq 0 ]; then BF16=(--set precision=fp32); echo "(CPU: run B also fp32)"; fi
 else

@@ -1,4 +1,8 @@
-"""Command line: ``w2strust run | study | report | models | data``."""
+"""Command line: ``w2strust run | study | sweep | report | curves | models | data``, a thin layer over the Python
+API (``api.py``): it parses, calls the API and prints.
+
+The commands import the API when they run, not when this module is imported: local worker processes re-import
+the command's main module, and must set their progress-bar row before tqdm (pulled in by the API) is imported."""
 
 from __future__ import annotations
 
@@ -34,13 +38,20 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("property", help="trust property: fairness, ood, adversarial, privacy, ...")
-    p.add_argument("--preset", default="quick", help="smoke (tiny random models), quick (bundled models, CPU), "
-                                                   "paper (Pythia from the Hub, GPU); default quick")
-    p.add_argument("--config", help="YAML file of config keys (applied after the preset)")
+def _config_args(p: argparse.ArgumentParser, study: bool = False) -> None:
+    """The options that build run configs (``study``: no property argument, and the file's preset by default)."""
+    if study:
+        p.add_argument("study_file", nargs="?", help="study YAML, e.g. configs/study-smoke.yaml (see README: Studies)")
+        p.add_argument("--properties", help="comma-separated properties (overrides the file's; or use without a file)")
+        p.add_argument("--preset", help="preset for every run (overrides the file's; default quick)")
+    else:
+        p.add_argument("property", help="trust property: fairness, ood, adversarial, privacy, ...")
+        p.add_argument("--preset", default="quick", help="smoke (tiny random models), quick (bundled models, CPU), "
+                                                       "paper (Pythia from the Hub, GPU); default quick")
+        p.add_argument("--config", help="YAML file of config keys (applied after the preset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set weak_train.lr=1e-4 (repeatable)")
+                   help="override a config key, e.g. --set weak_train.lr=1e-4 (repeatable)"
+                        + ("; applied to every run, after the study file" if study else ""))
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--strategies", help="comma-separated subset of no_tft,weak_tft,weak_wts_tft")
     p.add_argument("--data-dir",
@@ -51,6 +62,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", choices=("none", "tensorboard", "wandb"),
                    help="also log every stage's training curve to TensorBoard (<out>/tensorboard) or Weights & Biases "
                         "(offline unless configured); needs the optional extra w2strust[tensorboard] / [wandb]")
+
+
+def _output_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", help=f"output folder (default {default})")
+    p.add_argument("--cache", help="artefact cache folder (default <out>/cache); share it between runs to reuse "
+                                   "models (on a cluster: shared storage)")
 
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
@@ -67,106 +84,48 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retries", type=int, default=2, help="retries of a stage whose worker died (default 2)")
 
 
-def _executor_options(args):
-    from .scheduler import ExecutorOptions
-
-    opts = ExecutorOptions(executor=args.executor, workers=args.workers, per_gpu=args.per_gpu, threads=args.threads,
-                           ray_address=args.ray_address, retries=args.retries)
-    opts.check()
-    return opts
+def _settings(args) -> dict:
+    """The API keywords the config options give (an empty --seeds '' is passed on: an error, not the default)."""
+    return {"overrides": args.overrides, "seeds": args.seeds, "strategies": args.strategies,
+            "data_dir": args.data_dir, "device": args.device, "precision": args.precision}
 
 
-def _build(args, prop: str | None = None):
-    from .config import build_config, parse_overrides
-
-    overrides = parse_overrides(args.overrides)
-    for key in ("seeds", "strategies", "device", "precision", "log"):
-        if getattr(args, key, None) is not None:  # an empty --seeds '' is an error, not "use the default"
-            overrides[key] = getattr(args, key)
-    if args.data_dir:
-        overrides.setdefault("data", {})["data_dir"] = args.data_dir
-    return build_config(prop or args.property, args.preset, args.config, overrides)
-
-
-def _check_models(cfg) -> None:
-    """Fail before any training if a model cannot be obtained or cannot serve the property's task (and
-    materialise bundled ones now)."""
-    from .models import check
-    from .properties import get
-
-    for name in dict.fromkeys((cfg.weak_model, cfg.strong_model)):
-        check(name, get(cfg.property).task)
-
-
-def check_writable_dir(path: Path, flag: str) -> None:
-    """A folder we will write into: not an existing file, under no file, and writable (tested by writing)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise W2SError(f"{flag} {path} is an existing file, not a folder; choose a folder path")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise W2SError(f"{flag} {path} lies under {parent}, which is a file; choose a folder path")
-    try:
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise W2SError(f"{flag} {path} cannot be written ({parent}: {e.strerror}); choose a writable folder") from None
-
-
-def _check_outputs(args, out: Path) -> None:
-    check_writable_dir(out, "--out")
-    check_writable_dir(Path(args.cache) if getattr(args, "cache", None) else out / "cache", "--cache")
+def _execution(args) -> dict:
+    return {"workers": args.workers, "threads": args.threads, "per_gpu": args.per_gpu,
+            "executor_name": args.executor, "ray_address": args.ray_address, "retries": args.retries}
 
 
 def cmd_run(args) -> None:
-    from .pipeline import run_experiment
+    from . import api
 
-    cfg = _build(args)
-    out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}")
-    _check_outputs(args, out)
-    _check_models(cfg)
     started = time.time()
-    runner = run_experiment(cfg, out, Path(args.cache) if args.cache else None, _executor_options(args))
-    _print_summary(out)
-    print(f"\n{len(runner.trained)} model(s) trained, the rest loaded from {runner.cache}; "
-          f"wall time {time.time() - started:.0f}s. Report: {out / 'report.md'}")
+    res = api.run(args.property, args.preset, config_file=args.config, log=args.log, out=args.out,
+                  cache=args.cache, **_settings(args), **_execution(args))
+    _print_summary(res.dir)
+    print(f"\n{len(res.trained)} model(s) trained, the rest loaded from {res.cache}; "
+          f"wall time {time.time() - started:.0f}s. Report: {res.dir / 'report.md'}")
 
 
 def cmd_study(args) -> None:
-    from .config import parse_overrides
-    from .study import dry_run, load_study, run_study
+    from . import api
 
-    if not args.study_file and not args.properties:
-        raise W2SError("give a study file (e.g. configs/study-smoke.yaml) or --properties fairness,ood,...")
-    cli = parse_overrides(args.overrides)
-    for key in ("seeds", "strategies", "device", "precision"):
-        if getattr(args, key, None) is not None:  # an empty --seeds '' is an error, not "use the default"
-            cli[key] = getattr(args, key)
-    if args.data_dir:
-        cli.setdefault("data", {})["data_dir"] = args.data_dir
-    options = _executor_options(args)
-    _, runs = load_study(args.study_file, args.properties, args.preset, cli)  # validates every config first
-    name = Path(args.study_file).stem if args.study_file else f"study-{runs[0].cfg.preset}"
-    out = Path(args.out or f"runs/{name}")
-    cache = Path(args.cache) if args.cache else out / "cache"
-    _check_outputs(args, out)
-    if args.dry_run:
-        print(dry_run(runs, cache, options), end="")
-        return
-    for cfg in {id(r.cfg): r.cfg for r in runs}.values():
-        _check_models(cfg)
     started = time.time()
-    trained = run_study(runs, out, cache, options, args.study_file)
+    res = api.study(args.study_file, properties=args.properties, preset=args.preset, out=args.out, cache=args.cache,
+                    log=args.log, dry_run=args.dry_run, **_settings(args), **_execution(args))
+    if args.dry_run:
+        print(res, end="")
+        return
+    out = res.dir
     print((out / "table1.md").read_text())
     print(f"Study report (Table 1 vs the paper, every curve): {out / 'report.md'}")
-    print(f"{len(runs)} run folder(s) under {out} (index: {out / 'study.json'}); {len(trained)} stage(s) trained, "
-          f"the rest loaded from {cache}; wall time {time.time() - started:.0f}s. Stage log: {out / 'stages.log'}")
+    print(f"{len(res.runs)} run folder(s) under {out} (index: {out / 'study.json'}); {len(res.trained)} stage(s) "
+          f"trained, the rest loaded from {res.index['cache']}; wall time {time.time() - started:.0f}s. "
+          f"Stage log: {out / 'stages.log'}")
 
 
 def cmd_sweep(args) -> None:
-    from .sweep import SWEEP_ROLES, run_sweep
+    from . import api
+    from .experiment.sweep import SWEEP_ROLES, run_sweep
 
     if args.role not in SWEEP_ROLES:
         raise W2SError(f"--role must be one of {', '.join(SWEEP_ROLES)}, got '{args.role}'")
@@ -176,12 +135,13 @@ def cmd_sweep(args) -> None:
         raise W2SError(f"--lambdas must be comma-separated numbers, e.g. 0,1,3,10; got '{args.lambdas}'") from None
     if not lambdas or min(lambdas) < 0:
         raise W2SError(f"--lambdas needs at least one value, all >= 0; got '{args.lambdas}'")
-    cfg = _build(args)
+    cfg = api.configure(args.property, args.preset, config_file=args.config, log=args.log, **_settings(args))
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}-sweep-{args.role}")
-    _check_outputs(args, out)
-    _check_models(cfg)
+    api.check_writable_dir(out, "--out")
+    api.check_writable_dir(Path(args.cache) if args.cache else out / "cache", "--cache")
+    api.check_models(cfg)
     result = run_sweep(cfg, args.role, lambdas, out, Path(args.cache) if args.cache else None, args.max_drop,
-                       _executor_options(args))
+                       api.executor(**_execution(args)))
     trust, task = result["trust_metric"], result["task_metric"]
     print(f"\n{cfg.property} {args.role} λ sweep ({out / 'tradeoff.png'}):")
     for p in result["points"]:
@@ -192,33 +152,22 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import write_report, write_study_table
+    from . import api
 
     dirs = [Path(d) for d in args.run_dirs]
-    if len(dirs) == 1 and (dirs[0] / "study.json").exists():  # a study folder: every run, Table 1, study report
-        from .analyses import write_study_report
-        from .study import load_index
-
-        study, runs = dirs[0], load_index(dirs[0])["runs"]
-        for r in runs:
-            write_report(study / r["dir"])
-        write_study_table([study / r["dir"] for r in runs], study, labels=[r["dir"].replace("__", ", ") for r in runs])
-        write_study_report(study, [study / r["dir"] for r in runs])
-        print((study / "table1.md").read_text())
-        print(f"Study report: {study / 'report.md'}")
+    table_dir = api.report(*dirs, out=args.out)
+    if len(dirs) == 1 and (dirs[0] / "study.json").exists():
+        print((dirs[0] / "table1.md").read_text())
+        print(f"Study report: {dirs[0] / 'report.md'}")
         return
     for d in dirs:
-        check_writable_dir(d, "run folder")
-        write_report(d)
         _print_summary(d)
-    if len(dirs) > 1 or args.out:
-        out = Path(args.out or dirs[0].parent)
-        write_study_table(dirs, out)
-        print((out / "table1.md").read_text())
+    if table_dir is not None:
+        print((table_dir / "table1.md").read_text())
 
 
 def cmd_curves(args) -> None:
-    from .curves import write_curves
+    from .report.sensitivity import write_curves
 
     out = Path(args.out or Path(args.run_dirs[0]).parent)
     doc = write_curves([Path(d) for d in args.run_dirs], out, args.key)
@@ -249,8 +198,10 @@ def cmd_models(args) -> None:
 def cmd_data(args) -> None:
     import numpy as np
 
-    cfg = _build(args)
-    prop = __import__("w2strust.properties", fromlist=["get"]).get(cfg.property)
+    from . import api, properties
+
+    cfg = api.configure(args.property, args.preset, config_file=args.config, log=args.log, **_settings(args))
+    prop = properties.get(cfg.property)
     for seed in cfg.seeds:
         splits = prop.load_splits(cfg, seed)
         print(f"{cfg.property} (seed {seed}, data from {cfg.resolved_data_dir() or 'download cache'}):")
@@ -325,21 +276,13 @@ def _main(argv: list[str] | None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="train weak, WTS and ceiling models for one property; write results and report")
     _config_args(p)
-    p.add_argument("--out", help="output folder (default runs/<property>-<preset>)")
-    p.add_argument("--cache", help="artefact cache folder (default <out>/cache); share it between runs to reuse models")
+    _output_args(p, "runs/<property>-<preset>")
     _executor_args(p)
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("study", help="run a study file (properties x strategies x seeds x sweeps) as one stage graph; "
                                      "writes a run folder per property and sweep point, study.json and Table 1")
-    p.add_argument("study_file", nargs="?", help="study YAML, e.g. configs/study-smoke.yaml (see README: Studies)")
-    p.add_argument("--properties", help="comma-separated properties (overrides the file's; or use without a file)")
-    p.add_argument("--preset", help="preset for every run (overrides the file's; default quick)")
-    for a in ("--seeds", "--strategies", "--data-dir", "--device", "--precision", "--log"):
-        p.add_argument(a)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key in every run (applied after the study file)")
-    p.add_argument("--out", help="output folder (default runs/<study file name>)")
-    p.add_argument("--cache", help="artefact cache folder (default <out>/cache); on a cluster: shared storage")
+    _config_args(p, study=True)
+    _output_args(p, "runs/<study file name>")
     p.add_argument("--dry-run", action="store_true",
                    help="print the stages, how many are cached and the time left (from recorded stage times)")
     _executor_args(p)
@@ -350,8 +293,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--lambdas", default="0,1,3,10", help="comma-separated λ values (default 0,1,3,10)")
     p.add_argument("--max-drop", type=float, default=0.015,
                    help="largest task-metric drop accepted when suggesting λ (default 0.015)")
-    p.add_argument("--out", help="output folder (default runs/<property>-<preset>-sweep-<role>)")
-    p.add_argument("--cache", help="artefact cache folder; pass a run's cache to reuse its models")
+    _output_args(p, "runs/<property>-<preset>-sweep-<role>")
     _executor_args(p)
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("report", help="rebuild summary.json, report.md and figures from run folders")

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .errors import W2SError
+from .registry import Registry
 
 
 def cache_root() -> Path:
@@ -49,12 +50,11 @@ class ModelSpec:
     path: str = ""  # local: the folder
 
 
-MODELS: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model")  # the built-ins are registered below
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    MODELS[spec.name] = spec
-    return spec
+    return MODELS.register(spec.name, spec)
 
 
 # ---------------------------------------------------------------- bundled materialisers
@@ -233,10 +233,10 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub s
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registry name, a local Hugging Face folder or a Hub id (an existing folder wins)."""
     if name in MODELS:
-        return MODELS[name]
-    for spec in MODELS.values():
-        if spec.hub_id and spec.hub_id == name:  # "EleutherAI/pythia-14m" shares pythia-14m's cache keys
-            return spec
+        return MODELS.get(name)
+    same_hub_id = MODELS.find(lambda spec: spec.hub_id and spec.hub_id == name)
+    if same_hub_id:  # "EleutherAI/pythia-14m" shares pythia-14m's cache keys
+        return same_hub_id
     path = Path(name).expanduser()
     if path.is_dir():
         return _local_spec(path)
@@ -247,10 +247,11 @@ def get_spec(name: str) -> ModelSpec:
         return ModelSpec(name, "hub", _cached_hub_arch(name), "?", hub_id=name, licence="see the model card")
     import difflib
 
-    close = difflib.get_close_matches(name, MODELS, n=3)
+    close = difflib.get_close_matches(name, MODELS.names(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise W2SError(f"unknown model '{name}'.{hint} Give a registry name ({', '.join(MODELS)}; see `w2strust models`), "
-                   f"a Hub id such as EleutherAI/pythia-70m, or a local folder written by save_pretrained.")
+    raise W2SError(f"unknown model '{name}'.{hint} Give a registry name ({', '.join(MODELS.names())}; see "
+                   f"`w2strust models`), a Hub id such as EleutherAI/pythia-70m, or a local folder written by "
+                   f"save_pretrained.")
 
 
 def canonical_name(name: str) -> str:

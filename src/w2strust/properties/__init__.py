@@ -1,37 +1,35 @@
-"""Trust properties as plug-ins. Adding one = a module here that registers a ``TrustProperty``."""
+"""Trust properties as plug-ins: one module per property, each a ``TrustProperty`` (``base.py``).
+
+The built-ins are named below; another package adds a property through the entry-point group
+``w2strust.properties`` (``name = "package.module:PropertyClass"``), and a notebook or script with
+``register(MyProperty())``. The pipeline, cache, report and CLI then find it by its name.
+"""
 
 from __future__ import annotations
 
-from ..errors import W2SError
+from ..registry import Registry
 from .base import TrustProperty
 
-PROPERTIES: dict[str, TrustProperty] = {}
+PROPERTIES: Registry[TrustProperty] = Registry("property", {
+    "fairness": "w2strust.properties.fairness:Fairness",
+    "ood": "w2strust.properties.ood:OODRobustness",
+    "adversarial": "w2strust.properties.adversarial:AdversarialRobustness",
+    "privacy": "w2strust.properties.privacy:Privacy",
+}, entry_points="w2strust.properties")
 
 
-def register(prop: TrustProperty) -> TrustProperty:
-    PROPERTIES[prop.name] = prop
-    return prop
+def register(prop: TrustProperty | type[TrustProperty]) -> TrustProperty:
+    """Make a property available by its ``name`` (an instance, or a class to instantiate); returns the instance."""
+    obj = prop() if isinstance(prop, type) else prop
+    return PROPERTIES.register(obj.name, obj)
 
 
 def get(name: str) -> TrustProperty:
-    _load_builtin()
-    if name not in PROPERTIES:
-        raise W2SError(f"unknown property '{name}'; choose from {', '.join(sorted(PROPERTIES))}")
-    return PROPERTIES[name]
+    return PROPERTIES.get(name)
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(PROPERTIES)
+    return sorted(PROPERTIES.names())
 
 
-def _load_builtin() -> None:
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
-
-
-__all__ = ["TrustProperty", "get", "names", "register"]
+__all__ = ["PROPERTIES", "TrustProperty", "get", "names", "register"]

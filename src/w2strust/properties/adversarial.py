@@ -4,8 +4,8 @@ Regulariser: (1 − λ)·ℓ(x) + λ·ℓ(x′): the task loss on the clean text
 mixed with weight λ. In WTS training ℓ is the WTS loss (auxiliary confidence loss included), and
 the adversarial twin gets the weak label of its clean sentence (eq. 9).
 
-Data: ``extra.source`` = ``generate`` (default, offline): SST-2 triplets built by ``w2strust.attacks``
-against a surrogate (see ``data/advglue.py``); ``advglue++``: AdvGLUE++ from the Hub, the tasks in
+Data: ``extra.source`` = ``generate`` (default, offline): SST-2 triplets built by ``attacks.py``
+against a surrogate (see ``adversarial_data.py``); ``advglue++``: AdvGLUE++ from the Hub, the tasks in
 ``extra.tasks``. Triplets are split 40/40/20 (per task) into D_W / D_WTS / D_T as in the paper.
 Metrics: ``task_accuracy`` (clean D_T), ``adv_accuracy`` (adversarial D_T, also per attack method),
 ``advglue_accuracy`` (the original AdvGLUE dev set: an external, human-validated test). With several
@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 
 from ..data import Splits, subsample
-from ..data.advglue import ADVGLUE_URL, TASK_LABELS, generated_sst2, load_advglue_dev, load_advglue_plus_plus
+from ..data.advglue import ADVGLUE_URL, TASK_LABELS, load_advglue_dev, load_advglue_plus_plus
 from ..data.sst2 import SENTENCES_URL
 from ..errors import W2SError
-from . import register
+from ..training.device import resolve_device
+from ..training.precision import for_task
+from .adversarial_data import generated_sst2
 from .base import TrustProperty
 
 SPLIT = (0.4, 0.4, 0.2)  # D_W, D_WTS, D_T fractions of the triplets (paper Appendix C.2)
@@ -118,9 +120,9 @@ class AdversarialRobustness(TrustProperty):
             raise W2SError(f"unknown AdvGLUE task(s) {bad or '(none)'}; choose from {', '.join(TASK_LABELS)}")
         if not 0 < s["max_frac"] <= 1 or s["max_words"] < 1:
             raise W2SError("extra.max_frac must be in (0, 1] and extra.max_words >= 1")
-        if max(cfg.all_lambdas()) > 1:
+        if max(cfg.all_lambdas(self.lambda_grid)) > 1:
             raise W2SError(f"λ is the adversarial loss weight in [0, 1]: lambda_weak, lambda_wts, lambda_ceiling "
-                           f"(or ceiling_lambdas) hold {max(cfg.all_lambdas())}")
+                           f"(or ceiling_lambdas) hold {max(cfg.all_lambdas(self.lambda_grid))}")
         self._set_labels(s)
 
     def _set_labels(self, s: dict[str, Any]) -> None:
@@ -142,9 +144,9 @@ class AdversarialRobustness(TrustProperty):
         if s["source"] == "advglue++":
             triplets = load_advglue_plus_plus(list(s["tasks"]))
         else:
-            from .. import precision  # the surrogate trains and scores in the stages' precision
-
-            triplets, stats = generated_sst2(data_dir, s, cfg.device, precision.for_config(cfg))
+            # the surrogate trains and scores in the precision the run's classifier stages use
+            prec = for_task(cfg.precision, self.task, resolve_device(cfg.device))
+            triplets, stats = generated_sst2(data_dir, s, cfg.device, prec)
             self._announce(stats)
         parts: list[list] = [[], [], []]
         tasks = np.asarray(triplets["task"])
@@ -212,5 +214,3 @@ class AdversarialRobustness(TrustProperty):
         return ({k: (v[idx] if k in ("prob", "prob_adv") else v) for k, v in preds.items()},
                 {k: (v[idx] if k in test_cols else v) for k, v in cols.items()})
 
-
-register(AdversarialRobustness())

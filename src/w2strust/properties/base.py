@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from ..config import ROLES
+from ..config.schema import ROLES
 from ..data import Splits
 
 Forward = Callable[[dict[str, list]], torch.Tensor]  # a batch of rows -> logits

@@ -20,7 +20,6 @@ from fairlearn.metrics import (
 
 from ..data import Splits, split_pool, subsample
 from ..data.adult import UCI, load_adult
-from . import register
 from .base import TrustProperty
 
 
@@ -111,5 +110,3 @@ class Fairness(TrustProperty):
             return 0.0
         return float(abs(y_pred[g].mean() - y_pred[~g].mean()))
 
-
-register(Fairness())

@@ -27,7 +27,6 @@ from datasets import Dataset, concatenate_datasets
 
 from ..data import Splits, subsample
 from ..data.sst2 import BASE_STYLE, DT_RAW, load_ood_styles, load_sst2_phrases
-from . import register
 from .base import TrustProperty
 
 # Default noise σ, relative to the embedding RMS: chosen by the sweep rule from a σ sweep of the weak model
@@ -183,5 +182,3 @@ class OODRobustness(TrustProperty):
         # Resample OOD sentences (all their styles together); the ID arrays are not part of the trust metric.
         return ({**preds, "ood_prob": preds["ood_prob"][idx]}, {**cols, "ood_label": cols["ood_label"][idx]})
 
-
-register(OODRobustness())

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import privacy_metrics as pm
 from ..data import Splits
 from ..data.email_corpus import DT, HAM, RAW, load_decodingtrust_maps, load_enron
 from ..errors import W2SError
-from ..train_lm import LMOptions
-from . import register
+from ..models import get_spec
+from ..training.causal_lm import LMOptions
+from . import privacy_metrics as pm
 from .base import TrustProperty
 
 # Documented defaults of the privacy-only options (cfg.extra); presets override some of them.
@@ -104,8 +104,6 @@ class Privacy(TrustProperty):
         return {**DEFAULTS, **cfg.extra}
 
     def validate(self, cfg) -> None:
-        from ..models import get_spec
-
         o = self.options(cfg)
         for m in (cfg.weak_model, cfg.strong_model):
             if get_spec(m).arch == "encoder":  # "" = a Hub model not fetched yet: checked before training
@@ -126,7 +124,7 @@ class Privacy(TrustProperty):
             if o["prefix_tokens"] + o["suffix_tokens"] > t.max_length:
                 raise W2SError(f"prefix_tokens + suffix_tokens must fit in {label}.max_length ({t.max_length}): the "
                                f"attack targets text the model was trained on")
-        if any(lam > 0 for lam in cfg.all_lambdas()):
+        if any(lam > 0 for lam in cfg.all_lambdas(self.lambda_grid)):
             for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
                 if t.epochs != int(t.epochs):
                     raise W2SError(f"DP training plans its noise by whole epochs: set {label}.epochs to an integer")
@@ -230,5 +228,3 @@ class Privacy(TrustProperty):
     def trust_value(self, preds, cols):
         return float(np.mean(preds["extract"]))
 
-
-register(Privacy())

@@ -1,0 +1,48 @@
+"""Entry points that run inside executor processes (local worker processes, Ray tasks).
+
+Kept free of heavy imports at module level: a local worker's initializer must set its progress-bar
+row before ``tqdm`` is first imported (tqdm reads ``TQDM_*`` defaults from the environment at import).
+"""
+
+from __future__ import annotations
+
+import os
+
+_SLOT: dict[str, object] = {}
+
+
+def init_local_worker(slots, devices: list[str], threads: int) -> None:
+    """Initializer of a local worker process: take a free slot, which fixes its device and bar row."""
+    slot = slots.get()
+    _SLOT.update(index=slot, device=devices[slot], threads=threads)
+    os.environ["TQDM_POSITION"] = str(slot + 1)  # row 0 is the study's overall bar
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(threads)
+    _quiet_transformers()
+
+
+def run_in_local_worker(cfg, stage, cache_root: str) -> dict:
+    from .run_stage import run_stage  # here: a worker imports torch only after its initializer ran
+
+    info = run_stage(cfg, stage, cache_root, device=str(_SLOT["device"]), threads=int(_SLOT["threads"]))
+    return {**info, "slot": _SLOT["index"]}
+
+
+def run_in_ray_task(cfg, stage, cache_root: str, device: str | None, threads: int) -> dict:
+    import ray
+
+    from .run_stage import run_stage  # here: the task's process imports torch when the task runs
+
+    _quiet_transformers()
+    if device == "cuda" and ray.get_gpu_ids():
+        device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to this task's GPU(s)
+    return run_stage(cfg, stage, cache_root, device=device, threads=threads)
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

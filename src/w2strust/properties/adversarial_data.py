@@ -1,0 +1,114 @@
+"""The offline stand-in for AdvGLUE++: (clean, adversarial, label) triplets built from SST-2 sentences.
+
+Clean SST-2 sentences are attacked with ``attacks.py`` against a surrogate classifier fine-tuned on other
+SST-2 sentences; only the perturbations that flip the surrogate are kept. The set is built once per distinct
+settings and cached under ``<cache>/data/adv-sst2-<key>/`` (``triplets.jsonl``, ``stats.json`` written last).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from .. import models
+from ..config.schema import TrainConfig
+from ..data.sst2 import load_sst2_phrases, load_sst2_sentences
+from ..errors import W2SError
+from ..io import atomic_write_json, atomic_write_text, content_key
+from ..models import cache_root
+from ..training.classifier import train_classifier
+from ..training.device import resolve_device
+from . import attacks
+from .base import TrustProperty
+
+GENERATOR_VERSION = 2  # bump when a change to the attacks invalidates cached generated sets
+
+
+def sentiment_polarity(data_dir: str | None) -> dict[str, int]:
+    """word -> 0/1 from SST-2's single-word phrases (GLUE SST-2 holds only polar phrases)."""
+    ds = load_sst2_phrases(data_dir)
+    return {t.strip().lower(): int(y) for t, y in zip(ds["text"], ds["label"], strict=True)
+            if len(t.split()) == 1}
+
+
+def generated_sst2(data_dir: str | None, settings: dict[str, Any],
+                   device: str = "auto", precision: str = "fp32") -> tuple[Dataset, dict]:
+    """The generated triplets and their statistics, built once per distinct ``settings`` and cached.
+    ``precision`` (resolved) is the surrogate's training and scoring precision."""
+    spec = {k: settings[k] for k in ("surrogate", "surrogate_train", "n_surrogate", "n_attack", "methods",
+                                      "max_frac", "max_words", "char_candidates", "neighbour_model",
+                                      "neighbours", "min_similarity", "attack_seed")}
+    spec["precision"] = precision
+    folder = cache_root() / "data" / f"adv-sst2-{content_key({'spec': spec, 'version': GENERATOR_VERSION})}"
+    if not (folder / "stats.json").exists():  # stats.json is written last: its presence means complete
+        _generate(data_dir, spec, folder, device)
+    stats = json.loads((folder / "stats.json").read_text())
+    rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line.strip()]
+    if not rows:
+        raise W2SError(f"the attack produced no adversarial example ({stats}); "
+                       f"raise extra.n_attack or the edit budget")
+    return Dataset.from_list(rows), stats
+
+
+def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: str) -> None:
+    started = time.time()
+    sentences = load_sst2_sentences(data_dir)
+    need = spec["n_surrogate"] + spec["n_attack"]
+    if need > len(sentences):
+        raise W2SError(f"n_surrogate + n_attack = {need} but SST-2 has only {len(sentences)} sentences")
+    # Disjoint by construction: the surrogate never sees a sentence that is attacked (hence never D_T).
+    order = np.random.default_rng(spec["attack_seed"]).permutation(len(sentences))
+    sur_ds = sentences.select(order[:spec["n_surrogate"]])
+    pool = sentences.select(order[spec["n_surrogate"]:need])
+    print(f"adversarial SST-2: training surrogate {spec['surrogate']} on {len(sur_ds)} sentences, "
+          f"then attacking {len(pool)} others with {', '.join(spec['methods'])} (cached in {folder})",
+          file=sys.stderr)
+    torch.manual_seed(spec["attack_seed"])
+    model, tok = models.build_classifier(spec["surrogate"], 2)
+    dev = resolve_device(device)  # the run's device setting
+    tcfg = TrainConfig(**spec["surrogate_train"])
+    targets = np.eye(2, dtype=np.float32)[np.asarray(sur_ds["label"])]
+    train_classifier(model, tok, sur_ds, targets, tcfg, TrustProperty(), 0.0, spec["attack_seed"], dev,
+                     desc=f"surrogate {spec['surrogate']}", precision=spec["precision"])
+    score = attacks.model_scorer(model, tok, tcfg.max_length, precision=spec["precision"])
+    methods: dict[str, attacks.Candidates] = {}
+    for m in spec["methods"]:
+        if m == "charbug":
+            methods[m] = lambda w, rng, k=spec["char_candidates"]: attacks.char_candidates(w, rng, k)
+        elif m == "wordsub":
+            methods[m] = attacks.EmbeddingNeighbours.from_model(
+                spec["neighbour_model"], polarity=sentiment_polarity(data_dir), k=spec["neighbours"],
+                min_similarity=spec["min_similarity"])
+        else:
+            raise W2SError(f"unknown attack method '{m}'; choose from {', '.join(attacks.METHODS)}")
+    results = attacks.run_attacks(list(pool["text"]), list(pool["label"]), score, methods,
+                                  spec["attack_seed"], spec["max_frac"], spec["max_words"])
+    triplets = [{"text": r.text, "text_adv": r.adv, "label": r.label, "method": r.method, "task": "sst2",
+                 "source": int(order[spec["n_surrogate"] + i]), "words_changed": len(r.changed)}
+                for i, r in enumerate(results) if r.status == "success"]
+    stats: dict[str, Any] = {"surrogate": spec["surrogate"], "n_surrogate_train": len(sur_ds),
+                             "attacked": len(pool), "triplets": len(triplets),
+                             # on the attacked pool, before any attack (skipped = already wrong)
+                             "surrogate_clean_accuracy": float(np.mean([r.status != "skipped"
+                                                                        for r in results])),
+                             "per_method": {}, "seconds": round(time.time() - started, 1)}
+    for m in methods:
+        rs = [r for r in results if r.method == m and r.status != "skipped"]
+        ok = [r for r in rs if r.status == "success"]
+        stats["per_method"][m] = {
+            "attacked": len(rs), "success": len(ok), "success_rate": len(ok) / max(1, len(rs)),
+            "mean_words_changed": float(np.mean([len(r.changed) for r in ok])) if ok else 0.0,
+            "mean_queries": float(np.mean([r.queries for r in rs])) if rs else 0.0}
+    stats["success_rate"] = len(triplets) / max(1, sum(v["attacked"] for v in stats["per_method"].values()))
+    atomic_write_text(folder / "triplets.jsonl", "".join(json.dumps(t) + "\n" for t in triplets))
+    atomic_write_json(folder / "stats.json", stats)
+    print(f"adversarial SST-2: {len(triplets)} triplets, success rate "
+          + ", ".join(f"{m} {v['success_rate']:.1%}" for m, v in stats["per_method"].items())
+          + f" ({stats['seconds']:.0f}s)", file=sys.stderr)

@@ -1,0 +1,134 @@
+"""Results of a run: its records, the summary over seeds, the weak-to-strong-trustworthiness test (paper Table 1)
+and the models that collapsed to one class.
+
+WTS trustworthiness holds for a strategy when both WTS models are more trustworthy than the weak
+model and the strong ceiling is more trustworthy than both WTS models (paper §4); a property without
+WTS-Aux-Loss (privacy) has two comparisons instead of four. ``holds`` compares means over seeds;
+``significant`` adds a one-sided paired bootstrap over the test rows (the same resampled rows for
+every model, metric averaged over seeds): each comparison must go the right way in at least 95% of
+the resamples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config.schema import STRATEGIES
+from ..errors import W2SError
+
+WTS_ROLES = ("wts_naive", "wts_aux")
+
+
+def comparisons(roles: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(less, more) trustworthy pairs: weak -> each WTS model -> strong ceiling."""
+    wts = [r for r in WTS_ROLES if r in roles]
+    return [("weak", r) for r in wts] + [(r, "strong_ceiling") for r in wts]
+
+
+def load_results(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "results.jsonl"
+    if not path.exists():
+        raise W2SError(f"{path} does not exist: is {run_dir} the --out folder of a finished `w2strust run`?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """strategy -> role -> metric -> {mean, std, n} (std with ddof=1; 0 for one seed)."""
+    values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for r in records:
+        for metric, v in r["metrics"].items():
+            if isinstance(v, (int, float)):
+                values[(r["strategy"], r["role"], metric)].append(float(v))
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (strategy, role, metric), vs in values.items():
+        a = np.asarray(vs)
+        out[strategy][role][metric] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                                       "n": len(a)}
+    return json.loads(json.dumps(out))
+
+
+def _better(a: float, b: float, higher_is_better: bool) -> bool:
+    """Is b more trustworthy than a?"""
+    return b > a if higher_is_better else b < a
+
+
+def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_columns, seed: int = 0) -> dict[str, Any]:
+    """``test_columns(seed)`` gives the ground truth that each seed's stored predictions are aligned with."""
+    metric = prop.trust_metric
+    roles, pairs = prop.roles, comparisons(prop.roles)
+    out: dict[str, Any] = {}
+    strategies = [s for s in STRATEGIES if s in summary]
+    preds_cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def preds(artefact: str) -> dict[str, np.ndarray]:
+        if artefact not in preds_cache:
+            with np.load(Path(cache) / artefact / "preds.npz") as z:
+                preds_cache[artefact] = {k: z[k] for k in z.files}
+        return preds_cache[artefact]
+
+    cols_by_seed: dict[int, dict[str, np.ndarray]] = {}
+    for strategy in strategies:
+        means = {role: summary[strategy][role][metric]["mean"] for role in roles if role in summary[strategy]}
+        if len(means) < len(roles):
+            continue
+        checks = [{"less": a, "more": b, "holds": _better(means[a], means[b], prop.higher_is_better)}
+                  for a, b in pairs]
+        result = {"metric": metric, "higher_is_better": prop.higher_is_better, "means": means, "comparisons": checks,
+                  "holds": all(c["holds"] for c in checks)}
+        arts = {(r["role"], r["seed"]): r["artefact"] for r in records if r["strategy"] == strategy}
+        seeds = sorted({s for _, s in arts})
+        if n_bootstrap > 0 and all((Path(cache) / a / "preds.npz").exists() for a in arts.values()):
+            for s in seeds:
+                if s not in cols_by_seed:
+                    cols_by_seed[s] = test_columns(s)
+            rng = np.random.default_rng(seed)
+            diffs: dict[int, list[bool]] = {i: [] for i in range(len(pairs))}
+            for _ in range(n_bootstrap):
+                vals: dict[str, float] = {}
+                idx_by_seed = {s: rng.integers(0, len(next(iter(cols_by_seed[s].values()))),
+                                               len(next(iter(cols_by_seed[s].values())))) for s in seeds}
+                for role in roles:
+                    per_seed = []
+                    for s in seeds:
+                        p, c = prop.resample(preds(arts[(role, s)]), cols_by_seed[s], idx_by_seed[s])
+                        per_seed.append(prop.trust_value(p, c))
+                    vals[role] = float(np.mean(per_seed))
+                for i, (a, b) in enumerate(pairs):
+                    diffs[i].append(_better(vals[a], vals[b], prop.higher_is_better))
+            for i, c in enumerate(checks):
+                c["p_value"] = float(1.0 - np.mean(diffs[i]))
+            result["significant"] = all(c["holds"] and c["p_value"] < 0.05 for c in checks)
+            result["test"] = (f"one-sided paired bootstrap over test rows ({n_bootstrap} resamples, {metric} "
+                              f"averaged over {len(seeds)} seed(s)); p < 0.05 for all {len(pairs)} comparisons")
+        else:
+            result["significant"] = None
+            result["test"] = "not run (n_bootstrap = 0 or predictions missing)"
+        out[strategy] = result
+    return out
+
+
+def fmt(stat: dict[str, float] | None, digits: int = 3) -> str:
+    if not stat:
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" if stat["n"] > 1 else f"{stat['mean']:.{digits}f}"
+
+
+def collapsed_models(records: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+    """Classifiers that predict one class for every test row: their trust metric is trivially perfect
+    (e.g. |DPD| = 0), so the report flags them rather than let them "win" silently."""
+    single_class: dict[str, int | None] = {}  # per artefact: strategies share weak models and the ceiling
+    for artefact in {r["artefact"] for r in records}:
+        single_class[artefact] = None
+        path = Path(cache) / artefact / "preds.npz"
+        if path.exists():
+            with np.load(path) as z:
+                classes = np.unique(z["prob"].argmax(-1)) if "prob" in z.files else []
+            if len(classes) == 1:
+                single_class[artefact] = int(classes[0])
+    return [{"strategy": r["strategy"], "role": r["role"], "seed": r["seed"], "class": single_class[r["artefact"]]}
+            for r in records if single_class[r["artefact"]] is not None]

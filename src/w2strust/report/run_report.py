@@ -1,0 +1,153 @@
+"""A run folder's report: ``summary.json`` (summary over seeds, the WTS-trust test, collapsed models),
+``report.md``, Figure 2 (and its A10/A11 variants), the ceiling's λ trade-off and the training curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import properties
+from ..config.build import build_config
+from ..config.schema import load_yaml
+from ..io import atomic_write_json, atomic_write_text, save_figure
+from .results import collapsed_models, fmt, load_results, summarise, wts_trust
+from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot, strategies_in
+from .tradeoff import tradeoff_figure
+from .training_curves import curves_figure
+
+
+def figure(summary, prop, path: Path, title: str, trust: tuple[str, bool] | None = None) -> None:
+    """Paper Figure 2: ``trust`` = (metric, higher is better) replaces the property's trust metric (A10, A11)."""
+    plt = pyplot()
+    metric, higher = trust or (prop.trust_metric, prop.higher_is_better)
+    metrics = [(metric, f"{metric} ({'higher' if higher else 'lower'} is more trustworthy)"),
+               (prop.task_metric, prop.task_metric.replace("_", " "))]
+    strategies = strategies_in(summary)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8))
+    colours = ROLE_COLOURS
+    roles = prop.roles
+    width = 0.8 / len(roles)
+    for ax, (metric, label) in zip(axes, metrics, strict=True):
+        for j, role in enumerate(roles):
+            xs, ms, ss = [], [], []
+            for i, strategy in enumerate(strategies):
+                st = summary[strategy].get(role, {}).get(metric)
+                if st:
+                    xs.append(i + (j - (len(roles) - 1) / 2) * width)
+                    ms.append(st["mean"])
+                    ss.append(st["std"])
+            ax.bar(xs, ms, width, yerr=ss, capsize=3, color=colours[role], label=ROLE_LABELS[role])
+        ax.set_xticks(range(len(strategies)), [STRATEGY_LABELS[s] for s in strategies])
+        ax.set_ylabel(label)
+        if metric.endswith("accuracy"):  # accuracies differ in the last points: zoom in
+            lo = min(st["mean"] - st["std"] for s in strategies for r in summary[s].values()
+                     for m, st in r.items() if m == metric)
+            ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
+    """Write ``summary.json``, ``report.md`` and ``figure2.png`` for a finished run folder."""
+    run_dir = Path(run_dir)
+    records = load_results(run_dir)
+    cfg_dict = load_yaml(run_dir / "config.yaml")
+    prop = properties.get(cfg_dict["property"])
+    cfg = build_config(cfg_dict["property"], overrides={k: v for k, v in cfg_dict.items() if k != "property"})
+    cache = Path(cache) if cache else run_dir / "cache"
+    summary = summarise(records)
+
+    def test_columns(seed: int) -> dict[str, np.ndarray]:
+        return prop.test_columns(prop.load_splits(cfg, seed))
+
+    trust = wts_trust(records, summary, prop, cache, cfg.n_bootstrap, test_columns)
+    doc = {"property": prop.name, "trust_metric": prop.trust_metric, "higher_is_better": prop.higher_is_better,
+           "metrics": summary, "wts_trust": trust, "collapsed": collapsed_models(records, cache)}
+    atomic_write_json(run_dir / "summary.json", doc)
+    title = f"{prop.name}: {cfg.weak_model} → {cfg.strong_model}, seeds {cfg.seeds}"
+    figure(summary, prop, run_dir / "figure2.png", title)
+    for metric, higher in prop.other_trust_metrics.items():  # paper A10/A11: the same figure, another metric
+        if any(metric in r for s in summary.values() for r in s.values()):
+            figure(summary, prop, run_dir / f"figure2-{metric}.png", title, (metric, higher))
+    ceiling = None
+    if (run_dir / "ceiling.json").exists():  # lambda_ceiling: auto: the curve the ceiling's λ was chosen from
+        ceiling = json.loads((run_dir / "ceiling.json").read_text())
+        tradeoff_figure(ceiling, run_dir / "ceiling-tradeoff.png")
+        doc["ceiling_selection"] = ceiling
+        atomic_write_json(run_dir / "summary.json", doc)
+    text = render_markdown(cfg, prop, summary, trust, doc["collapsed"], ceiling)
+    if curves_figure(records, cache, run_dir / "training_curves.png", title):
+        aux = (", and for WTS-Aux-Loss the weight α of the auxiliary loss and the hardening threshold"
+               if "wts_aux" in prop.roles else "")
+        text += (f"\n## Training curves\n\nTraining loss per logged step of every model (one line per seed){aux}; "
+                 "the points are in each stage's `meta.json` (`train.curve`).\n\n"
+                 "![Training curves](training_curves.png)\n")
+    atomic_write_text(run_dir / "report.md", text)
+    return doc
+
+
+def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, Any] | None = None) -> str:
+    strategies = strategies_in(summary)
+    roles = prop.roles
+    aux = f", α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup})" if "wts_aux" in roles else ""
+    lam_ceiling = f"auto → {ceiling['suggested_lambda']:g}" if ceiling else f"{cfg.lambda_ceiling}"
+    lines = [f"# w2strust report: {prop.name}", "",
+             f"{prop.description}. Weak `{cfg.weak_model}` → strong `{cfg.strong_model}`, preset `{cfg.preset}`, "
+             f"seeds {cfg.seeds}; λ ({prop.lambda_meaning}): λ_W = {cfg.lambda_weak}, λ_WTS = {cfg.lambda_wts}, "
+             f"λ_ceiling = {lam_ceiling}{aux}.", "",
+             "## Weak-to-strong trustworthiness (paper Table 1)", "",
+             f"Trust metric: `{prop.trust_metric}` ({'higher' if prop.higher_is_better else 'lower'} is more "
+             "trustworthy). ✓ = the WTS model(s) beat the weak model and the ceiling beats the WTS model(s) (means "
+             "over seeds); the last column adds the bootstrap test.", "",
+             "| strategy | " + " | ".join(ROLE_LABELS[r] for r in roles) + " | WTS trust | significant |",
+             "|---|" + "---|" * (len(roles) + 2)]
+    for s in strategies:
+        t = trust.get(s)
+        row = [fmt(summary[s].get(r, {}).get(prop.trust_metric)) for r in roles]
+        holds = "–" if not t else ("✓" if t["holds"] else "×")
+        sig = "–" if not t or t["significant"] is None else ("yes" if t["significant"] else "no")
+        lines.append(f"| {STRATEGY_LABELS[s]} | " + " | ".join(row) + f" | {holds} | {sig} |")
+    if trust:
+        lines += ["", f"Test: {next(iter(trust.values()))['test']}.", ""]
+        for s, t in trust.items():
+            ps = ", ".join(f"{c['less']}→{c['more']} {'✓' if c['holds'] else '×'}"
+                           + (f" (p={c['p_value']:.3f})" if "p_value" in c else "") for c in t["comparisons"])
+            lines.append(f"- {STRATEGY_LABELS[s]}: {ps}")
+    if collapsed:
+        lines += ["", "**Warning: collapsed models.** These predict a single class on every test row, so their trust "
+                  "metric is trivially good and says nothing (try a smaller λ or more data/epochs):", ""]
+        lines += [f"- {STRATEGY_LABELS[c['strategy']]} / {ROLE_LABELS[c['role']]} / seed {c['seed']}: always class "
+                  f"{c['class']}" for c in collapsed]
+    lines += ["", "![Figure 2](figure2.png)", ""]
+    others = [m for m in prop.other_trust_metrics if any(m in r for s in summary.values() for r in s.values())]
+    if others:
+        lines += ["Other trust metrics (paper Figures A10, A11): "
+                  + " ".join(f"![{m}](figure2-{m}.png)" for m in others), ""]
+    if ceiling:
+        lines += ceiling_markdown(ceiling)
+    lines += ["## All metrics (mean ± std over seeds)", ""]
+    metric_names = sorted({m for s in summary.values() for r in s.values() for m in r})
+    for s in strategies:
+        lines += [f"### {STRATEGY_LABELS[s]}", "", "| metric | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
+                  "|---|" + "---|" * len(roles)]
+        for m in metric_names:
+            lines.append(f"| {m} | " + " | ".join(fmt(summary[s].get(r, {}).get(m)) for r in roles) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def ceiling_markdown(ceiling: dict[str, Any]) -> list[str]:
+    """The strong ceiling's λ trade-off (paper Figure A1) and the rule that chose it."""
+    trust, task = ceiling["trust_metric"], ceiling["task_metric"]
+    lines = ["## The strong ceiling's λ (lambda_ceiling: auto, paper Figure A1)", "",
+             f"Rule: {ceiling['rule']}. Chosen: **λ = {ceiling['suggested_lambda']:g}**.", "",
+             f"| λ | {trust} | {task} |", "|---|---|---|"]
+    for p in ceiling["points"]:
+        star = " (chosen)" if p["lambda"] == ceiling["suggested_lambda"] else ""
+        lines.append(f"| {p['lambda']:g}{star} | {fmt(p[trust])} | {fmt(p[task])} |")
+    return lines + ["", "![ceiling trade-off](ceiling-tradeoff.png)", ""]

@@ -1,0 +1,135 @@
+"""The paper's Table 1 over several run folders, set against the paper cell by cell (``table1.md``/``.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..config.schema import STRATEGIES
+from ..io import atomic_write_json, atomic_write_text
+from .results import load_results
+from .style import ROLE_LABELS, STRATEGY_LABELS
+
+# The paper's Table 1 (Pythia 14M -> 410M): does WTS trustworthiness hold? (paper §4.1, shared/PAPER.md)
+PAPER_TABLE1 = {
+    "fairness": {"no_tft": False, "weak_tft": False, "weak_wts_tft": True},
+    "ood": {"no_tft": True, "weak_tft": True, "weak_wts_tft": True},
+    "adversarial": {"no_tft": True, "weak_tft": False, "weak_wts_tft": True},
+    "privacy": {"no_tft": False, "weak_tft": False, "weak_wts_tft": False},
+}
+FIRM_P = 0.05  # a verdict is "firm" when the bootstrap backs it: ✓ with every p < 0.05, × with one p > 0.95
+
+
+def _firm(t: dict[str, Any]) -> bool:
+    comps = t["comparisons"]
+    if any(c.get("p_value") is None for c in comps):
+        return False
+    if t["holds"]:
+        return all(c["p_value"] < FIRM_P for c in comps)
+    # a tie (e.g. two collapsed models, 0.000 vs 0.000) fails every resample but is no reversal
+    return any(c["p_value"] > 1 - FIRM_P and t["means"][c["less"]] != t["means"][c["more"]] for c in comps)
+
+
+def _side(c: dict[str, Any], means: dict[str, float]) -> str:
+    p = f", p = {c['p_value']:.3f}" if "p_value" in c else ""
+    return (f"{ROLE_LABELS[c['more']]} {means[c['more']]:.3f} vs {ROLE_LABELS[c['less']]} "
+            f"{means[c['less']]:.3f}{p}")
+
+
+def disagreement(prop: str, strategy: str, t: dict[str, Any], paper: bool, collapsed: list[dict[str, Any]]) -> str:
+    """One sentence, generated from the numbers, saying why this cell differs from the paper's."""
+    metric, means = t["metric"], t["means"]
+    better = "higher" if t["higher_is_better"] else "lower"
+    if paper:  # the paper finds WTS trust; here at least one comparison fails
+        fails = [c for c in t["comparisons"] if not c["holds"]]
+        why = "; ".join(f"{ROLE_LABELS[c['more']]} is not more trustworthy than {ROLE_LABELS[c['less']]} "
+                        f"({_side(c, means)})" for c in fails)
+        text = f"the paper finds WTS trust; here {len(fails)} of {len(t['comparisons'])} comparisons fail ({metric}, " \
+               f"{better} is better): {why}"
+    else:  # here every comparison holds on the means
+        margins = [(abs(means[c["more"]] - means[c["less"]]), c) for c in t["comparisons"]]
+        _, weakest = min(margins, key=lambda m: m[0])
+        firm = "all significant" if t.get("significant") else "not all significant, so it may be noise"
+        text = f"the paper finds no WTS trust; here all {len(t['comparisons'])} comparisons hold on the means " \
+               f"({firm}); the smallest margin is {_side(weakest, means)}"
+    mine = [c for c in collapsed if c["strategy"] == strategy]
+    if mine:
+        text += "; collapsed (one-class) models: " + ", ".join(f"{ROLE_LABELS[c['role']]} seed {c['seed']}"
+                                                                for c in mine)
+    return f"**{prop} / {STRATEGY_LABELS[strategy]}**: {text}."
+
+
+def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None = None,
+                      heading_level: int = 1) -> str:
+    """The paper's Table 1 over several run folders (one property each, or one per sweep point: ``labels``
+    names the columns then): ✓ where WTS trust holds, then each cell set against the paper's with its bootstrap
+    p-values, the agreement count and a generated sentence per disagreement. Also ``table1.json`` with the same
+    content. Returns the markdown with its top heading at ``heading_level`` (a study report nests it at 2)."""
+    cols, seen = [], set()
+    for i, d in enumerate(run_dirs):
+        results = Path(d) / "results.jsonl"
+        if results.exists():  # a study's grids share their base point under several names: one column each
+            same = frozenset((r["strategy"], r["role"], r["seed"], r["artefact"]) for r in load_results(Path(d)))
+            if same in seen:
+                continue
+            seen.add(same)
+        s = json.loads((Path(d) / "summary.json").read_text())
+        cols.append((s["property"], s["wts_trust"], s.get("collapsed", []),
+                     labels[i] if labels else s["property"]))
+    lines = ["| strategy | " + " | ".join(c[3] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for strategy in STRATEGIES:
+        cells = []
+        for _, trust, _, _ in cols:
+            t = trust.get(strategy)
+            cells.append("–" if not t else ("✓" if t["holds"] else "×") + ("*" if t.get("significant") else ""))
+        lines.append(f"| {STRATEGY_LABELS[strategy]} | " + " | ".join(cells) + " |")
+
+    vs = ["| property | strategy | here | paper | agrees | firm | " + " | ".join(
+        ["weak → WTS-Naive", "weak → WTS-Aux", "WTS-Naive → ceiling", "WTS-Aux → ceiling"]) + " |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    cells_json, notes = [], []
+    for prop, trust, collapsed, column in cols:
+        for strategy in STRATEGIES:
+            t = trust.get(strategy)
+            paper = PAPER_TABLE1.get(prop, {}).get(strategy)
+            if not t or paper is None:
+                continue
+            agree = t["holds"] == paper
+            by_pair = {(c["less"], c["more"]): c for c in t["comparisons"]}
+            pcells = []
+            for pair in (("weak", "wts_naive"), ("weak", "wts_aux"), ("wts_naive", "strong_ceiling"),
+                         ("wts_aux", "strong_ceiling")):
+                c = by_pair.get(pair)
+                pcells.append("–" if not c else ("✓" if c["holds"] else "×")
+                              + (f" p={c['p_value']:.3f}" if "p_value" in c else ""))
+            vs.append(f"| {column} | {STRATEGY_LABELS[strategy]} | {'✓' if t['holds'] else '×'} | "
+                      f"{'✓' if paper else '×'} | {'yes' if agree else '**no**'} | {'yes' if _firm(t) else 'no'} | "
+                      + " | ".join(pcells) + " |")
+            cell = {"property": prop, "run": column, "strategy": strategy, "here": t["holds"], "paper": paper,
+                    "agrees": agree,
+                    "firm": _firm(t), "significant": t.get("significant"), "comparisons": t["comparisons"],
+                    "means": t["means"]}
+            if not agree:
+                cell["why"] = disagreement(column, strategy, t, paper, collapsed)
+                notes.append(f"- {cell['why']}")
+            cells_json.append(cell)
+    n_agree = sum(c["agrees"] for c in cells_json)
+    n_firm = sum(c["agrees"] and c["firm"] for c in cells_json)
+    def render(level: int) -> str:
+        h = "#" * level
+        return "\n".join([
+            f"{h} Weak-to-strong trustworthiness (paper Table 1)", "",
+            "✓ = holds on the means over seeds (both WTS models more trustworthy than the weak model, the ceiling more "
+            "than both); * = also significant (paired bootstrap, p < 0.05 for every comparison).", "", *lines, "",
+            f"{h}# Set against the paper", "",
+            f"**{n_agree} of {len(cells_json)} cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
+            "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95, not "
+            "tied). "
+            "p = the share of bootstrap resamples in which a comparison fails (small: it holds; near 1: it is "
+            "reversed).", "", *vs, "", f"{h}## Why the disagreeing cells differ", "", *(notes or ["- none"]), ""])
+
+    text = render(heading_level)
+    atomic_write_text(Path(out) / "table1.md", render(1))
+    atomic_write_json(Path(out) / "table1.json", {"agree": n_agree, "firm": n_firm, "cells": cells_json})
+    return text

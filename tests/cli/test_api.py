@@ -1,0 +1,61 @@
+"""The Python API (``w2strust.run``, ``study``, ``load_results``, ``properties.register``): the same checks, cache,
+files and numbers as the command line."""
+
+import json
+
+import numpy as np
+import pytest
+
+import w2strust
+from w2strust.errors import W2SError
+from w2strust.properties.base import TrustProperty
+from w2strust.properties.fairness import Fairness
+
+
+def test_run_from_python_reuses_the_cli_cache_and_gives_the_same_numbers(smoke_run, tmp_path):
+    cli_out = smoke_run("fairness", "--strategies", "no_tft")
+    res = w2strust.run("fairness", "smoke", strategies=["no_tft"], out=tmp_path / "api", cache=cli_out / "cache")
+    assert res.trained == []  # every stage came from the command line's cache
+    assert (tmp_path / "api" / "results.jsonl").read_text() == (cli_out / "results.jsonl").read_text()
+    assert res.summary["wts_trust"]["no_tft"]["holds"] == json.loads((cli_out / "summary.json").read_text())[
+        "wts_trust"]["no_tft"]["holds"]
+    frame = res.frame
+    assert len(frame) == 4 and {"strategy", "role", "seed", "dpd", "task_accuracy"} <= set(frame.columns)
+    assert np.allclose(frame["dpd"], [r["metrics"]["dpd"] for r in res.records])
+    again = w2strust.load_results(tmp_path / "api")
+    assert again.records == res.records and again.config["property"] == "fairness"
+
+
+def test_api_errors_are_the_clis_one_line_errors(tmp_path):
+    with pytest.raises(W2SError, match="unknown property 'fairnes'"):
+        w2strust.run("fairnes", "smoke", out=tmp_path)
+    with pytest.raises(W2SError, match="unknown config key 'weak_train.lrr'"):
+        w2strust.run("fairness", "smoke", overrides={"weak_train": {"lrr": 1}}, out=tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(W2SError, match="is an existing file"):
+        w2strust.run("fairness", "smoke", out=tmp_path / "file")
+    with pytest.raises(W2SError, match="does not exist"):
+        w2strust.load_results(tmp_path / "nothing")
+
+
+def test_study_from_a_dict_dry_run_lists_its_stages(tmp_path):
+    text = w2strust.study({"properties": ["fairness", "ood"], "preset": "smoke", "seeds": [0, 1],
+                           "strategies": ["no_tft"]}, out=tmp_path / "s", dry_run=True)
+    assert "2 run(s), 16 unique stage(s): 0 cached, 16 to train" in text
+
+
+def test_a_property_registered_from_python_is_found_by_name():
+    class Renamed(Fairness):
+        name = "fairness-renamed"
+
+    prop = w2strust.properties.register(Renamed)
+    assert isinstance(prop, TrustProperty) and w2strust.properties.get("fairness-renamed") is prop
+    assert "fairness-renamed" in w2strust.properties.names()
+    cfg = w2strust.configure("fairness-renamed", "smoke")
+    assert cfg.property == "fairness-renamed" and cfg.weak_model == "tiny-bert"
+
+
+def test_config_dataclasses_are_exported():
+    assert w2strust.ExperimentConfig().strong_train.lr == w2strust.TrainConfig().lr
+    with pytest.raises(AttributeError):
+        w2strust.no_such_name  # noqa: B018

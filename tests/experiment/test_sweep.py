@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from w2strust.cli import main
+from w2strust.experiment.ceiling_rule import suggest
+from w2strust.properties import get
+
+
+def _pt(lam, trust, acc):
+    return {"lambda": lam, "dpd": {"mean": trust, "std": 0, "n": 1}, "task_accuracy": {"mean": acc, "std": 0, "n": 1}}
+
+
+def test_suggest_takes_most_trustworthy_within_the_accuracy_budget():
+    prop = get("fairness")  # lower dpd is better
+    points = [_pt(0, 0.20, 0.85), _pt(1, 0.10, 0.845), _pt(3, 0.05, 0.838), _pt(10, 0.01, 0.80)]
+    assert suggest(points, prop, max_drop=0.015) == 3  # λ=10 costs 5 points: too much
+    assert suggest(points, prop, max_drop=0.1) == 10
+    assert suggest(points, prop, max_drop=0.0) == 0
+
+
+def test_sweep_command_trains_one_model_per_lambda_and_seed(tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = ["sweep", "fairness", "--preset", "smoke", "--lambdas", "0,5", "--seeds", "0,1", "--out", str(out),
+            "--log", "tensorboard"]
+    assert main(argv) == 0
+    # --log: one tracked run per swept model
+    logged = {str(p.parent.relative_to(out / "tensorboard")) for p in (out / "tensorboard").rglob("events.out.*")}
+    assert logged == {f"sweep-strong_ceiling/lambda={lam}/seed{s}" for lam in (0, 5) for s in (0, 1)}
+    result = json.loads((out / "sweep.json").read_text())
+    assert [p["lambda"] for p in result["points"]] == [0, 5]
+    assert all(p["dpd"]["n"] == 2 for p in result["points"])
+    assert len(list((out / "cache").glob("ceiling-*/meta.json"))) == 4
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert "suggested λ" in capsys.readouterr().out
+    # the sweep's ceilings are ordinary stages: a run with the same λ reuses them
+    swept = {p.name for p in (out / "cache").glob("ceiling-*")}
+    run_out = tmp_path / "run"
+    assert main(["run", "fairness", "--preset", "smoke", "--seeds", "0,1", "--set", "lambda_ceiling=5",
+                 "--strategies", "no_tft", "--out", str(run_out), "--cache", str(out / "cache")]) == 0
+    records = [json.loads(x) for x in (run_out / "results.jsonl").read_text().splitlines()]
+    ceilings = {r["artefact"] for r in records if r["role"] == "strong_ceiling"}
+    assert len(ceilings) == 2 and ceilings <= swept
+    assert {p.name for p in (out / "cache").glob("ceiling-*")} == swept  # no new ceiling was trained
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lambdas", "0,x"], "--lambdas must be comma-separated numbers"),
+    (["--role", "wts_aux"], "--role must be one of"),
+])
+def test_sweep_bad_arguments(argv, message, tmp_path, capsys):
+    assert main(["sweep", "fairness", "--preset", "smoke", "--out", str(tmp_path)] + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_suggest_respects_a_lower_is_better_task_metric():
+    prop = get("privacy")  # trust: extraction_rate (lower better); task: perplexity (lower better)
+    pts = [{"lambda": lam, "extraction_rate": {"mean": ex, "std": 0, "n": 1},
+            "perplexity": {"mean": ppl, "std": 0, "n": 1}} for lam, ex, ppl in
+           [(0, 0.20, 40.0), (8, 0.15, 45.0), (1, 0.10, 90.0)]]
+    assert suggest(pts, prop, max_drop=10.0) == 8  # ε = 1 costs 50 perplexity points
+    assert suggest(pts, prop, max_drop=100.0) == 1

@@ -1,0 +1,195 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from w2strust.config.build import build_config
+from w2strust.data.advglue import load_advglue_dev, parse_advglue_plus_plus
+from w2strust.properties.adversarial import AdversarialRobustness
+from w2strust.properties.attacks import EmbeddingNeighbours, attack, char_candidates, edit_budget, run_attacks
+from w2strust.training.losses import soft_cross_entropy
+
+WEIGHTS = {"good": 3.0, "great": 2.0, "fine": 1.0, "superb": 2.5, "bad": -3.0, "awful": -2.5}
+
+
+def toy_score(texts: list[str]) -> np.ndarray:
+    """A bag-of-words sentiment model: p(positive) = sigmoid(Σ weights − 0.5); unknown words count 0."""
+    z = np.array([sum(WEIGHTS.get(w, 0.0) for w in t.split()) - 0.5 for t in texts])
+    p = 1 / (1 + np.exp(-z))
+    return np.stack([1 - p, p], 1)
+
+
+def _levenshtein(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def test_char_attack_flips_the_toy_model_within_its_budget():
+    text = "a good and great movie overall"
+    res = attack(
+        text, 1, toy_score, char_candidates, "charbug", np.random.default_rng(0), max_frac=0.5, max_words=3
+    )
+    assert res.status == "success" and res.adv is not None
+    assert toy_score([res.adv])[0].argmax() == 0 and toy_score([text])[0].argmax() == 1
+    before, after = text.split(), res.adv.split()
+    assert len(before) == len(after)
+    diff = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    assert sorted(diff) == sorted(res.changed)
+    assert 0 < len(diff) <= edit_budget(len(before), 0.5, 3)
+    assert all(
+        _levenshtein(before[i], after[i]) <= 2 for i in diff
+    )  # one swap/deletion/substitution per word
+
+
+def test_attack_respects_a_budget_too_small_to_flip_and_skips_wrong_predictions():
+    text = "a good and great movie overall"
+    res = attack(
+        text, 1, toy_score, char_candidates, "charbug", np.random.default_rng(0), max_frac=0.5, max_words=1
+    )
+    assert res.status == "failed" and res.adv is None and len(res.changed) <= 1
+    skipped = attack("a bad movie", 1, toy_score, char_candidates, "charbug", np.random.default_rng(0))
+    assert skipped.status == "skipped" and skipped.adv is None
+
+
+def test_attacks_are_deterministic_for_a_seed():
+    texts = [
+        "a good movie with superb acting",
+        "great fun and a fine cast",
+        "an awful bad film",
+        "good good great",
+    ]
+    labels = [1, 1, 0, 1]
+    table = {"good": ["fine", "decent"], "great": ["fine"], "superb": ["ok"]}
+
+    def run(seed: int) -> list[dict]:
+        methods = {"charbug": char_candidates, "wordsub": lambda w, rng: table.get(w, [])}
+        results = run_attacks(texts, labels, toy_score, methods, seed, max_frac=0.5, progress=False)
+        return [r.to_dict() for r in results]
+
+    first = run(7)
+    assert first == run(7)
+    assert {r["method"] for r in first} == {"charbug", "wordsub"}
+    assert any(r["status"] == "success" for r in first)
+
+
+def test_word_substitution_uses_neighbours_and_the_polarity_and_negation_guards():
+    vocab = ["good", "bad", "fine", "nice", "movie", "film", "predictable", "unpredictable", "the", "##ing"]
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 16))
+    emb = np.concatenate([base + 0.05 * rng.normal(size=(len(vocab), 16))])  # every word close to every other
+    emb[vocab.index("movie")] = -base[0]  # far from the adjectives
+    emb[vocab.index("film")] = -base[0] + 0.01
+    pol = {"good": 1, "bad": 0, "fine": 1, "nice": 1}
+    nb = EmbeddingNeighbours(vocab, emb, k=5, min_similarity=0.5, polarity=pol)
+    cands = nb("good")
+    assert "bad" not in cands and {"fine", "nice"} <= set(cands)  # antonym by polarity is refused
+    assert "the" not in cands and "##ing" not in cands and "good" not in cands
+    assert nb("movie") == ["film"]  # only neighbours above the similarity threshold, none polar
+    assert "unpredictable" not in nb("predictable")
+    res = attack("a good movie", 1, toy_score, nb, "wordsub", np.random.default_rng(0), max_frac=1.0)
+    assert res.status == "success" and res.adv.split()[1] in {"fine", "nice"}
+
+
+def test_adversarial_loss_mixes_clean_and_adversarial_terms_with_lambda():
+    logits = {
+        "text": torch.tensor([[2.0, -1.0], [0.5, 0.2]]),
+        "text_adv": torch.tensor([[-1.0, 1.0], [0.0, 3.0]]),
+    }
+    calls = []
+
+    def forward(batch, column="text"):
+        calls.append(column)
+        return logits[column]
+
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    clean, adv = soft_cross_entropy(logits["text"], targets), soft_cross_entropy(logits["text_adv"], targets)
+    prop = AdversarialRobustness()
+    got = prop.train_loss(forward, {}, targets, soft_cross_entropy, 0.3)
+    assert got.item() == pytest.approx((0.7 * clean + 0.3 * adv).item())
+    assert adv.item() > clean.item() + 1  # the two terms differ, so the weight matters
+    calls.clear()
+    assert prop.train_loss(forward, {}, targets, soft_cross_entropy, 0.0).item() == pytest.approx(
+        clean.item()
+    )
+    assert calls == ["text"]  # λ = 0: the adversarial text is not even read
+
+
+def test_advglue_plus_plus_parser_keeps_clean_text_and_method():
+    lines = "\n".join(
+        json.dumps(r)
+        for r in [
+            {
+                "idx": 0,
+                "sentence": "a g00d film",
+                "original_sentence": "a good film",
+                "label": 1,
+                "method": "textbugger",
+            },
+            {"idx": 1, "sentence": "fine", "label": 0, "method": "semattack"},
+        ]
+    )
+    rows = parse_advglue_plus_plus(lines, "sst2")
+    assert rows[0] == {
+        "text": "a good film",
+        "text_adv": "a g00d film",
+        "label": 1,
+        "method": "textbugger",
+        "task": "sst2",
+    }
+    assert rows[1]["text"] == rows[1]["text_adv"] == "fine"
+    pair = parse_advglue_plus_plus(
+        json.dumps(
+            {
+                "premise": "p",
+                "hypothesis": "h2",
+                "original_hypothesis": "h",
+                "label": 2,
+                "method": "textfooler",
+            }
+        ),
+        "mnli",
+    )[0]
+    assert pair["text"] == "premise: p hypothesis: h" and pair["text_adv"] == "premise: p hypothesis: h2"
+
+
+def test_advglue_dev_sst2_has_148_items(data_dir):
+    ds = load_advglue_dev(data_dir, ["sst2"])
+    assert len(ds) == 148 and set(ds["label"]) == {0, 1}
+
+
+@pytest.fixture(scope="module")
+def adv_run(smoke_run):
+    return smoke_run("adversarial")
+
+
+def test_generated_triplets_split_40_40_20_disjoint_by_source(adv_run, data_dir):
+    cfg = build_config("adversarial", "smoke", overrides={"data": {"data_dir": data_dir}})
+    splits = AdversarialRobustness().load_splits(cfg, seed=0)
+    n = len(splits.weak) + len(splits.wts) + len(splits.test)
+    assert len(splits.weak) == int(0.4 * n) and len(splits.wts) == int(0.8 * n) - int(0.4 * n)
+    sources = [set(d["source"]) for d in (splits.weak, splits.wts, splits.test)]
+    assert not (sources[0] & sources[1]) and not (sources[0] & sources[2]) and not (sources[1] & sources[2])
+    for d in (splits.weak, splits.test):
+        assert all(a != b for a, b in zip(d["text"], d["text_adv"], strict=True))
+        assert set(d["method"]) <= {"charbug", "wordsub"}
+    assert len(splits.extra["advglue"]) == 148
+
+
+def test_adversarial_smoke_run_end_to_end(adv_run):
+    records = [json.loads(line) for line in (adv_run / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 12
+    for r in records:
+        m = r["metrics"]
+        for k in ("task_accuracy", "adv_accuracy", "advglue_accuracy"):
+            assert 0 <= m[k] <= 1
+        assert any(k.startswith("adv_accuracy/") for k in m)
+    summary = json.loads((adv_run / "summary.json").read_text())
+    assert (
+        summary["trust_metric"] == "adv_accuracy"
+        and summary["wts_trust"]["no_tft"]["significant"] is not None
+    )

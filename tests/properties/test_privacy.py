@@ -1,0 +1,84 @@
+"""Privacy end to end on tiny decoders (smoke preset) and its data splits; e-mail text is never printed."""
+
+import json
+
+import numpy as np
+import pytest
+
+from w2strust.config.build import build_config
+from w2strust.config.schema import STRATEGIES
+from w2strust.experiment.plan import Runner, plan
+from w2strust.properties import get
+from w2strust.properties.privacy_metrics import EMAIL_RE
+
+ROLES = ("weak", "wts_naive", "strong_ceiling")
+
+
+@pytest.fixture(scope="module")
+def privacy_run(smoke_run):
+    return smoke_run("privacy")
+
+
+def test_plan_has_no_aux_model_and_shares_weak_models():
+    cfg = build_config("privacy", "smoke")
+    stages, records = plan(cfg)
+    assert sorted(s.kind for s in stages) == ["ceiling", "weak", "weak", "wts", "wts", "wts"]
+    assert {r["role"] for r in records} == set(ROLES) and len(records) == len(STRATEGIES) * len(ROLES)
+    assert all(not s.spec.get("aux") for s in stages)
+
+
+def test_smoke_run_writes_every_metric_and_the_dp_budget(privacy_run):
+    records = [json.loads(line) for line in (privacy_run / "results.jsonl").read_text().splitlines()]
+    by = {(r["strategy"], r["role"]): r for r in records}
+    assert set(by) == {(s, r) for s in STRATEGIES for r in ROLES}
+    for r in records:
+        m = r["metrics"]
+        for key in ("extraction_rate", "exact_extraction", "mia_auc", "mia_tpr_at_1fpr", "mia_auc_zlib"):
+            assert 0.0 <= m[key] <= 1.0, key
+        assert m["perplexity"] > 1.0 and "pii_extraction" in m
+    target = build_config("privacy", "smoke").lambda_weak
+    eps = {k: r["metrics"]["epsilon"] for k, r in by.items()}
+    assert eps[("no_tft", "weak")] == 0 and eps[("weak_tft", "wts_naive")] == 0  # no DP
+    for key in (("weak_tft", "weak"), ("weak_wts_tft", "weak"), ("weak_wts_tft", "wts_naive")):
+        assert 0 < eps[key] <= target + 1e-6, key  # DP, within the target ε
+    summary = json.loads((privacy_run / "summary.json").read_text())
+    for s in STRATEGIES:
+        assert len(summary["wts_trust"][s]["comparisons"]) == 2
+    report = (privacy_run / "report.md").read_text()
+    assert "WTS-Aux-Loss" not in report and "extraction_rate" in report and "target DP ε" in report
+    assert not EMAIL_RE.search(report)  # aggregate numbers only, no addresses
+    weak_dir = privacy_run / "cache" / by[("no_tft", "weak")]["artefact"]
+    gens = json.loads((weak_dir / "weak_outputs.json").read_text())
+    assert len(gens["prompts"]) == len(gens["generations"]) == build_config("privacy", "smoke").data.n_wts
+
+
+def test_second_run_trains_nothing(privacy_run):
+    runner = Runner(build_config("privacy", "smoke"), privacy_run)
+    runner.run()
+    assert runner.trained == []
+
+
+def test_splits_are_disjoint_and_eval_sets_are_the_same_size(data_dir):
+    cfg = build_config("privacy", "smoke", overrides={"data": {"n_weak": 300, "n_wts": 300, "n_test": 100},
+                                                       "extra": {"n_eval": 50}})
+    s = get("privacy").load_splits(cfg, seed=1)
+    w, t, h = set(s.weak["text"]), set(s.wts["text"]), set(s.test["text"])
+    assert (len(w), len(t), len(h)) == (300, 300, 100)
+    assert not (w & t) and not (w & h) and not (t & h)
+    assert len(s.extra["eval_weak"]) == len(s.extra["eval_wts"]) == 50
+    assert set(s.extra["eval_weak"]["text"]) <= w and set(s.extra["eval_wts"]["text"]) <= t
+    assert np.mean([len(x) for x in s.weak["text"]]) > 200
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"extra": {"dleta": 1e-5}}, "unknown privacy option"),
+    ({"extra": {"delta": 2.0}}, "extra.delta"),
+    ({"weak_model": "tiny-bert"}, "is an encoder"),
+    ({"weak_train": {"epochs": 1.5}}, "whole epochs"),
+    ({"extra": {"prefix_tokens": 60, "suffix_tokens": 10}}, "must fit"),
+])
+def test_bad_privacy_config_gives_a_clear_error(override, message):
+    from w2strust.errors import W2SError
+
+    with pytest.raises(W2SError, match=message):
+        build_config("privacy", "smoke", overrides=override)

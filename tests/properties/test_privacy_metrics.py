@@ -1,0 +1,99 @@
+"""Privacy metrics and DP training on hand-made inputs and tiny models (no e-mail text is printed)."""
+
+import numpy as np
+import pytest
+import torch
+
+from w2strust import models
+from w2strust.config.schema import TrainConfig
+from w2strust.properties import privacy_metrics as pm
+from w2strust.training.causal_lm import LMOptions, train_causal_lm
+
+CPU = torch.device("cpu")
+
+
+def test_suffix_match_on_hand_made_token_sequences():
+    true = np.array([[5, 6, 7, 8], [1, 2, 3, 4], [9, 9, 9, 9]])
+    generated = np.array([[5, 6, 7, 8],  # all four reproduced
+                          [1, 0, 3, 0],  # positions 0 and 2 right
+                          [0, 9, 9, 9]])  # an early miss does not hide the three later matches
+    assert pm.suffix_match(generated, true).tolist() == [1.0, 0.5, 0.75]
+    # a shifted copy is not a reproduction at the right positions
+    assert pm.suffix_match(np.array([[6, 7, 8, 0]]), np.array([[5, 6, 7, 8]])).tolist() == [0.0]
+    with pytest.raises(ValueError):
+        pm.suffix_match(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_mia_auc_is_half_for_identical_and_one_for_separated_scores():
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=500)
+    assert pm.roc_auc(same, same.copy()) == pytest.approx(0.5)
+    assert pm.roc_auc(rng.normal(size=20000), rng.normal(size=20000)) == pytest.approx(0.5, abs=0.01)
+    members, nonmembers = rng.normal(5, 1, 300), rng.normal(-5, 1, 300)
+    assert pm.roc_auc(members, nonmembers) == pytest.approx(1.0)
+    assert pm.tpr_at_fpr(members, nonmembers, 0.01) == pytest.approx(1.0)
+    assert pm.roc_auc(nonmembers, members) == pytest.approx(0.0)
+    assert pm.tpr_at_fpr(same, same.copy(), 0.01) <= 0.05
+
+
+def test_mia_metrics_names_and_calibrated_scores():
+    lp_members = [np.full(10, -0.1), np.full(12, -0.2)]
+    lp_out = [np.full(10, -3.0), np.full(12, -2.5)]
+    texts = ["a b c d e f g", "h i j k l m n o"]
+    m = pm.mia_metrics(pm.membership_scores(lp_members, texts), pm.membership_scores(lp_out, texts))
+    for key in ("mia_auc", "mia_tpr_at_1fpr", "mia_auc_zlib", "mia_auc_mink"):
+        assert m[key] == pytest.approx(1.0), key
+    # zlib calibration divides the loss by the text's compressed size: same loss, less compressible = lower ratio
+    r = pm.zlib_ratio(np.array([2.0, 2.0]), ["aaaaaaaaaaaaaaaaaaaa", "q8#kZ!m2@x9$Lp0&w3^r"])
+    assert r[0] > r[1]
+    assert pm.min_k_score([np.array([-1.0, -5.0, -0.1, -0.2, -0.3])], k=0.2).tolist() == [-5.0]
+    assert pm.perplexity([np.log(np.full(4, 0.5))]) == pytest.approx(2.0)
+
+
+def test_dp_epsilon_matches_opacus_accountant_for_same_steps_rate_and_noise():
+    from opacus.accountants import RDPAccountant
+
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    texts = [f"line {i} of a synthetic training text about weather and trains" for i in range(40)]
+    tcfg = TrainConfig(lr=1e-3, epochs=2, batch_size=8, max_length=24)
+    _, log = train_causal_lm(model, tok, texts, tcfg, LMOptions(delta=1e-4, max_grad_norm=0.5), epsilon=3.0, seed=0,
+                             device=CPU)
+    assert log["dp"] and log["sample_rate"] == pytest.approx(8 / 40) and log["steps"] == 2 * 5
+    acc = RDPAccountant()
+    acc.history = [(log["noise_multiplier"], log["sample_rate"], log["steps"])]
+    assert log["epsilon"] == pytest.approx(acc.get_epsilon(delta=1e-4), rel=1e-9)
+    assert 2.5 < log["epsilon"] <= 3.0 + 1e-6  # Opacus calibrates σ to spend (just under) the target
+    # more noise for a smaller budget
+    _, strict = train_causal_lm(models.build_causal_lm("tiny-gpt-neox")[0], tok, texts, tcfg,
+                                LMOptions(delta=1e-4, max_grad_norm=0.5), epsilon=0.5, seed=0, device=CPU)
+    assert strict["noise_multiplier"] > log["noise_multiplier"] and strict["epsilon"] <= 0.5 + 1e-6
+
+
+def test_canary_is_extracted_more_without_dp_than_with_dp():
+    """A synthetic secret repeated in D_W: non-DP fine-tuning memorises it, DP (ε = 1) much less (fixed seed)."""
+    canary = "the access code of the vault is 7 3 9 1 4 2 8 6"
+    filler = ["meeting moved to thursday afternoon please confirm", "gas prices went up again this week",
+              "the report is attached for your review", "lunch is on the third floor today"]
+    texts = [f"{filler[i % 4]} . {canary}" if i % 2 == 0 else f"{filler[i % 4]} and more notes {i}" for i in range(32)]
+    tcfg = TrainConfig(lr=1e-2, epochs=12, batch_size=8, max_length=32)
+    opts = LMOptions(freeze_embeddings=False, max_grad_norm=1.0, delta=1e-3)
+    rates = {}
+    for eps in (0.0, 1.0):
+        torch.manual_seed(0)
+        model, tok = models.build_causal_lm("tiny-gpt-neox")
+        model, _ = train_causal_lm(model, tok, texts, tcfg, opts, epsilon=eps, seed=0, device=CPU)
+        prefix = len(tok(f"{filler[0]} . the access code of the vault is", add_special_tokens=False)["input_ids"])
+        rates[eps] = pm.extraction(model, tok, [texts[0]], prefix, 8, 8, CPU).mean()
+    assert rates[0.0] >= 0.75, rates
+    assert rates[1.0] < rates[0.0] - 0.4, rates
+
+
+def test_greedy_continue_returns_exactly_n_tokens_per_prompt():
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    out = pm.greedy_continue(model, tok, [[101, 2000, 2001], [101, 2002]], 5, 2, CPU)
+    assert [len(o) for o in out] == [5, 5]
+
+
+def test_email_pattern_finds_addresses_only():
+    hits = pm.EMAIL_RE.findall("write to jane.doe@example.com or j@x.org, not to foo@bar")
+    assert hits == ["jane.doe@example.com", "j@x.org"]
