@@ -7,6 +7,7 @@ the command's main module, and must set their progress-bar row before tqdm (pull
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -104,6 +105,7 @@ def cmd_run(args) -> None:
     _print_summary(res.dir)
     print(f"\n{len(res.trained)} model(s) trained, the rest loaded from {res.cache}; "
           f"wall time {time.time() - started:.0f}s. Report: {res.dir / 'report.md'}")
+    print(res.summary["validity"]["line"])  # the last line: is this a weak-to-strong setting?
 
 
 def cmd_study(args) -> None:
@@ -117,6 +119,8 @@ def cmd_study(args) -> None:
         return
     out = res.dir
     print((out / "table1.md").read_text())
+    for name, run in res.runs.items():
+        print(f"{name}: {run.summary['validity']['line']}")
     print(f"Study report (Table 1 vs the paper, every curve): {out / 'report.md'}")
     print(f"{len(res.runs)} run folder(s) under {out} (index: {out / 'study.json'}); {len(res.trained)} stage(s) "
           f"trained, the rest loaded from {res.index['cache']}; wall time {time.time() - started:.0f}s. "
@@ -162,6 +166,7 @@ def cmd_report(args) -> None:
         return
     for d in dirs:
         _print_summary(d)
+        print(json.loads((d / "summary.json").read_text())["validity"]["line"])
     if table_dir is not None:
         print((table_dir / "table1.md").read_text())
 

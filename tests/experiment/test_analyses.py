@@ -137,7 +137,9 @@ def _summary(path, prop, verdicts):
         trust[strategy] = {"metric": "dpd", "higher_is_better": False, "means": means, "comparisons": comps,
                            "holds": holds, "significant": holds}
     path.mkdir()
-    (path / "summary.json").write_text(json.dumps({"property": prop, "wts_trust": trust, "collapsed": []}))
+    gates = {"strategies": {s: {"valid": True, "reasons": []} for s in trust}}  # a weak-to-strong setting
+    (path / "summary.json").write_text(json.dumps({"property": prop, "wts_trust": trust, "collapsed": [],
+                                                   "validity": gates}))
     return path
 
 
@@ -146,8 +148,8 @@ def test_table1_is_set_against_the_paper_cell_by_cell(tmp_path):
     ood = _summary(tmp_path / "ood", "ood", dict(PAPER_TABLE1["ood"]))
     text = write_study_table([fair, ood], tmp_path)
     doc = json.loads((tmp_path / "table1.json").read_text())
-    assert doc["agree"] == 5 and len(doc["cells"]) == 6 and doc["firm"] == 5
-    assert "5 of 6 cells agree" in text
+    assert doc["agree"] == 5 and len(doc["cells"]) == 6 and doc["firm"] == 5 and doc["invalid"] == 0
+    assert "5 of 6 valid cells agree" in text
     why = next(c["why"] for c in doc["cells"] if not c["agrees"])
     assert "fairness / Weak+WTS TFT" in why and "0.250" in why and "p = 0.990" in why
 

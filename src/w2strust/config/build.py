@@ -87,6 +87,8 @@ def validate(cfg: ExperimentConfig) -> None:
                       f"seed would be counted as another independent run")
     _require(all(0 <= s <= MAX_SEED for s in cfg.seeds), f"seeds must be integers in [0, 2^32 - 1]; got {cfg.seeds}")
     _require(0 <= cfg.alpha_max <= 1, f"alpha_max must be in [0, 1], got {cfg.alpha_max}")
+    _require(cfg.min_gap >= 0, f"min_gap must be >= 0 (the ceiling's least lead over the weak model), got "
+                               f"{cfg.min_gap}")
     _require(0 <= cfg.aux_warmup <= 1, f"aux_warmup must be in [0, 1], got {cfg.aux_warmup}")
     _require(cfg.aux_buffer >= 0, f"aux_buffer must be >= 0 (0 = the current batch), got {cfg.aux_buffer}")
     for name in ("lambda_weak", "lambda_wts", "lambda_ceiling"):

@@ -208,6 +208,14 @@ class AdversarialRobustness(TrustProperty):
     def trust_value(self, preds, cols):
         return _macro(preds["prob_adv"].argmax(-1) == cols["label"], cols["task"])
 
+    def task_value(self, preds, cols, idx):
+        rows = slice(None) if idx is None else idx
+        return _macro(preds["prob"][rows].argmax(-1) == cols["label"][rows], cols["task"][rows])
+
+    def majority_rate(self, cols):  # macro over tasks, like the accuracies
+        y, tasks = np.asarray(cols["label"]), np.asarray(cols["task"])
+        return float(np.mean([np.bincount(y[tasks == t]).max() / (tasks == t).sum() for t in np.unique(tasks)]))
+
     def resample(self, preds, cols, idx):
         # D_T rows are resampled; the AdvGLUE dev arrays are not in the trust metric and stay as they are.
         test_cols = ("label", "method", "task")

@@ -37,6 +37,10 @@ class TrustProperty:
     batch_level_regulariser: bool = False
     key_extra: dict[str, Any] = {}  # put in every stage key: change it when what λ means changes
     may_be_missing: tuple[str, ...] = ()  # metrics that are NaN (stored as null) when nothing can be measured
+    # The capability gap (report/validity.py) compares the ceiling with the weak model trained at the ceiling's λ
+    # where λ changes the task itself (privacy: DP noise costs perplexity), else with each strategy's weak model.
+    gap_at_equal_lambda: bool = False
+    task_gap_units: str = "accuracy"  # what a difference of task_score is (min_gap is in these units)
     # The ``extra.*`` options this property reads, with their defaults: any other extra key is rejected at
     # validation (it would change every cache key and retrain everything for nothing).
     extra_options: dict[str, Any] = {}
@@ -83,6 +87,26 @@ class TrustProperty:
     def trust_value(self, preds: dict[str, np.ndarray], cols: dict[str, np.ndarray]) -> float:
         """The trust metric alone (called per bootstrap resample: override with a fast path if needed)."""
         return self.metrics(preds, cols)[self.trust_metric]
+
+    # ---- validity (report/validity.py): the task metric as the capability gap and PGR measure it
+    def task_score(self, value: float) -> float:
+        """The task metric on a higher-is-better scale whose differences are the gap (accuracy: as it is)."""
+        return float(value) if self.task_higher_is_better else -float(value)
+
+    def task_rows(self, cols: dict[str, np.ndarray]) -> int:
+        """How many test rows the task metric is computed on (the bootstrap resamples them)."""
+        return len(cols["label"])
+
+    def task_value(self, preds: dict[str, np.ndarray], cols: dict[str, np.ndarray],
+                   idx: np.ndarray | None) -> float | None:
+        """The task metric recomputed from stored predictions on test rows ``idx`` (None: all of them), for the
+        bootstrap CIs; None where the predictions cannot give it (then the seeds are resampled instead)."""
+        prob, label = (preds["prob"], cols["label"]) if idx is None else (preds["prob"][idx], cols["label"][idx])
+        return float((prob.argmax(-1) == label).mean())
+
+    def majority_rate(self, cols: dict[str, np.ndarray]) -> float | None:
+        """The task metric of always predicting the most frequent class (None: the task has no classes)."""
+        return float(np.bincount(np.asarray(cols["label"])).max() / len(cols["label"]))
 
     def resample(self, preds: dict[str, np.ndarray], cols: dict[str, np.ndarray], idx: np.ndarray):
         """One bootstrap resample of the test rows (all arrays are row-aligned by default)."""

@@ -61,6 +61,9 @@ class Privacy(TrustProperty):
     lambda_grid = (0.0, 1.0, 4.0, 8.0)  # ε; 0 (no DP) is the reference. ceiling_max_drop is in perplexity units here
     may_be_missing = ("pii_extraction", "pii_kshot")  # NaN when the e-mails hold no address to complete
     extra_options = DEFAULTS
+    # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
+    gap_at_equal_lambda = True
+    task_gap_units = "nats per token (−ln perplexity)"
     description = ("Enron e-mails, causal-LM fine-tuning, DP-SGD (Opacus) as the regulariser; extraction rate, "
                    "PII completion and membership inference on each model's own training e-mails")
 
@@ -227,4 +230,17 @@ class Privacy(TrustProperty):
 
     def trust_value(self, preds, cols):
         return float(np.mean(preds["extract"]))
+
+    # ---- validity: perplexity enters the gap as −ln perplexity (the mean token log-likelihood)
+    def task_score(self, value):
+        return -float(np.log(value))
+
+    def task_rows(self, cols):
+        return len(cols["row"])
+
+    def task_value(self, preds, cols, idx):
+        return None  # per-e-mail losses are not stored: the gap's CI resamples seeds
+
+    def majority_rate(self, cols):
+        return None
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from .. import properties
 from ..config.build import build_config
 from ..config.schema import load_yaml
 from ..io import atomic_write_json, atomic_write_text, save_figure
+from . import validity
 from .results import collapsed_models, fmt, load_results, summarise, wts_trust
 from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot, strategies_in
 from .tradeoff import tradeoff_figure
@@ -62,25 +64,35 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     cache = Path(cache) if cache else run_dir / "cache"
     summary = summarise(records)
 
+    @functools.cache
     def test_columns(seed: int) -> dict[str, np.ndarray]:
         return prop.test_columns(prop.load_splits(cfg, seed))
+
+    @functools.cache
+    def load_preds(artefact: str) -> dict[str, np.ndarray]:
+        with np.load(cache / artefact / "preds.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    def load_meta(artefact: str) -> dict[str, Any]:
+        return json.loads((cache / artefact / "meta.json").read_text())
 
     trust = wts_trust(records, summary, prop, cache, cfg.n_bootstrap, test_columns)
     doc = {"property": prop.name, "trust_metric": prop.trust_metric, "higher_is_better": prop.higher_is_better,
            "metrics": summary, "wts_trust": trust, "collapsed": collapsed_models(records, cache)}
+    doc["validity"] = validity.check(prop, records, load_preds, load_meta, test_columns, doc["collapsed"],
+                                     cfg.min_gap, cfg.n_bootstrap)
+    ceiling = None
+    if (run_dir / "ceiling.json").exists():  # lambda_ceiling: auto: the curve the ceiling's λ was chosen from
+        ceiling = doc["ceiling_selection"] = json.loads((run_dir / "ceiling.json").read_text())
     atomic_write_json(run_dir / "summary.json", doc)
     title = f"{prop.name}: {cfg.weak_model} → {cfg.strong_model}, seeds {cfg.seeds}"
     figure(summary, prop, run_dir / "figure2.png", title)
     for metric, higher in prop.other_trust_metrics.items():  # paper A10/A11: the same figure, another metric
         if any(metric in r for s in summary.values() for r in s.values()):
             figure(summary, prop, run_dir / f"figure2-{metric}.png", title, (metric, higher))
-    ceiling = None
-    if (run_dir / "ceiling.json").exists():  # lambda_ceiling: auto: the curve the ceiling's λ was chosen from
-        ceiling = json.loads((run_dir / "ceiling.json").read_text())
+    if ceiling:
         tradeoff_figure(ceiling, run_dir / "ceiling-tradeoff.png")
-        doc["ceiling_selection"] = ceiling
-        atomic_write_json(run_dir / "summary.json", doc)
-    text = render_markdown(cfg, prop, summary, trust, doc["collapsed"], ceiling)
+    text = render_markdown(cfg, prop, summary, trust, doc["collapsed"], ceiling, doc["validity"])
     if curves_figure(records, cache, run_dir / "training_curves.png", title):
         aux = (", and for WTS-Aux-Loss the weight α of the auxiliary loss and the hardening threshold"
                if "wts_aux" in prop.roles else "")
@@ -91,7 +103,8 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     return doc
 
 
-def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, Any] | None = None) -> str:
+def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, Any] | None = None,
+                    checks: dict[str, Any] | None = None) -> str:
     strategies = strategies_in(summary)
     roles = prop.roles
     aux = f", α_max = {cfg.alpha_max} (warm-up {cfg.aux_warmup})" if "wts_aux" in roles else ""
@@ -106,11 +119,14 @@ def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, 
              "over seeds); the last column adds the bootstrap test.", "",
              "| strategy | " + " | ".join(ROLE_LABELS[r] for r in roles) + " | WTS trust | significant |",
              "|---|" + "---|" * (len(roles) + 2)]
+    gates = (checks or {}).get("strategies", {})
     for s in strategies:
         t = trust.get(s)
         row = [fmt(summary[s].get(r, {}).get(prop.trust_metric)) for r in roles]
         holds = "–" if not t else ("✓" if t["holds"] else "×")
         sig = "–" if not t or t["significant"] is None else ("yes" if t["significant"] else "no")
+        if s in gates and not gates[s]["valid"]:  # no verdict without a weak-to-strong setting (Validity below)
+            holds, sig = f"invalid ({gates[s]['reasons'][0]})", "–"
         lines.append(f"| {STRATEGY_LABELS[s]} | " + " | ".join(row) + f" | {holds} | {sig} |")
     if trust:
         lines += ["", f"Test: {next(iter(trust.values()))['test']}.", ""]
@@ -123,6 +139,8 @@ def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, 
                   "metric is trivially good and says nothing (try a smaller λ or more data/epochs):", ""]
         lines += [f"- {STRATEGY_LABELS[c['strategy']]} / {ROLE_LABELS[c['role']]} / seed {c['seed']}: always class "
                   f"{c['class']}" for c in collapsed]
+    if checks:
+        lines += ["", *validity_markdown(checks, prop)]
     lines += ["", "![Figure 2](figure2.png)", ""]
     others = [m for m in prop.other_trust_metrics if any(m in r for s in summary.values() for r in s.values())]
     if others:
@@ -151,3 +169,42 @@ def ceiling_markdown(ceiling: dict[str, Any]) -> list[str]:
         star = " (chosen)" if p["lambda"] == ceiling["suggested_lambda"] else ""
         lines.append(f"| {p['lambda']:g}{star} | {fmt(p[trust])} | {fmt(p[task])} |")
     return lines + ["", "![ceiling trade-off](ceiling-tradeoff.png)", ""]
+
+
+def _ci(stat: dict[str, Any] | None, digits: int = 3, sign: bool = True) -> str:
+    if not stat or stat.get("value") is None:
+        return "–"
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    ci = f" [{f.format(stat['ci'][0])}, {f.format(stat['ci'][1])}]" if stat.get("ci") else ""
+    return f.format(stat["value"]) + ci
+
+
+def validity_markdown(checks: dict[str, Any], prop) -> list[str]:
+    """The validity section (report/validity.py): per strategy the gates, the gap and what each student recovered."""
+    students = [r for r in ("wts_naive", "wts_aux") if r in prop.roles]
+    lines = ["## Is this a weak-to-strong setting? (validity)", "", f"**{checks['line']}**", "",
+             f"Gap and PGR in {checks['gap_units']} of `{checks['task_metric']}`, mean over seeds [95% bootstrap CI]; "
+             f"PGR = (student − weak) / (ceiling − weak), 1 = the student closes the gap; trust gap recovered = the "
+             f"same ratio of `{prop.trust_metric}`. A strategy is valid when the weak model beats the majority class, "
+             f"the ceiling beats the weak model by at least min_gap = {checks['min_gap']:g} on every seed (CI above "
+             f"0), and every student learned (its training loss fell by {checks['loss_drop']:.0%}, it is not "
+             "collapsed, it beats the majority class). Invalid strategies get no Table 1 verdict.", "",
+             "| strategy | weak − majority | ceiling − weak | " + " | ".join(
+                 f"{ROLE_LABELS[r]} PGR | {ROLE_LABELS[r]} trust gap recovered" for r in students) + " | valid |",
+             "|---|---|---|" + "---|---|" * len(students) + "---|"]
+    flags = []
+    for name, st in checks["strategies"].items():
+        cells = [_ci(st.get("weak_beats_majority")), _ci(st.get("gap"))]
+        for r in students:
+            info = st["students"].get(r, {})
+            cells += [_ci(info.get("pgr"), 2), _ci(info.get("trust_gap_recovered"), 2)]
+            if info.get("above_ceiling"):
+                flags.append(f"- {STRATEGY_LABELS[name]} / {ROLE_LABELS[r]} is above its ceiling on the task metric "
+                             f"({info['minus_ceiling']:+.3f}): a student should not beat a ceiling trained on ground "
+                             "truth; check the ceiling's recipe")
+            flags += [f"- {STRATEGY_LABELS[name]} / {ROLE_LABELS[r]}: {p}" for p in info.get("problems", [])]
+        verdict = "yes" if st["valid"] else "no: " + "; ".join(st["reasons"])
+        lines.append(f"| {STRATEGY_LABELS[name]} | " + " | ".join(cells) + f" | {verdict} |")
+    if flags:
+        lines += ["", "Flags:", "", *flags]
+    return lines + [""]

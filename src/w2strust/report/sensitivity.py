@@ -34,7 +34,7 @@ from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot
 
 # Keys that never make two runs different experiments (where and how fast, not what).
 NOT_A_SETTING = {"seeds", "preset", "data.data_dir", "device", "eval_batch_size", "n_bootstrap", "save_models",
-                 "strategies"}
+                 "strategies", "min_gap"}
 MODEL_KEYS = ("strong_model", "weak_model")
 
 

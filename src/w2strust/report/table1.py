@@ -60,6 +60,17 @@ def disagreement(prop: str, strategy: str, t: dict[str, Any], paper: bool, colla
     return f"**{prop} / {STRATEGY_LABELS[strategy]}**: {text}."
 
 
+def _invalid(checks: dict[str, Any] | None, strategy: str) -> str | None:
+    """``invalid (<reason>)`` where the run's validity gates failed for ``strategy`` (report/validity.py); a summary
+    without them (written by an older w2strust) is unchecked: rebuild it with `w2strust report`."""
+    if checks is None:
+        return "invalid (validity not checked: run `w2strust report` on this folder)"
+    st = checks.get("strategies", {}).get(strategy)
+    if st is None:
+        return "invalid (validity not checked for this strategy)"
+    return None if st["valid"] else f"invalid ({st['reasons'][0]})"
+
+
 def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None = None,
                       heading_level: int = 1) -> str:
     """The paper's Table 1 over several run folders (one property each, or one per sweep point: ``labels``
@@ -76,25 +87,27 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
             seen.add(same)
         s = json.loads((Path(d) / "summary.json").read_text())
         cols.append((s["property"], s["wts_trust"], s.get("collapsed", []),
-                     labels[i] if labels else s["property"]))
+                     labels[i] if labels else s["property"], s.get("validity")))
     lines = ["| strategy | " + " | ".join(c[3] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for strategy in STRATEGIES:
         cells = []
-        for _, trust, _, _ in cols:
-            t = trust.get(strategy)
-            cells.append("–" if not t else ("✓" if t["holds"] else "×") + ("*" if t.get("significant") else ""))
+        for _, trust, _, _, checks in cols:
+            t, why_not = trust.get(strategy), _invalid(checks, strategy)
+            cells.append("–" if not t else why_not if why_not else ("✓" if t["holds"] else "×")
+                         + ("*" if t.get("significant") else ""))
         lines.append(f"| {STRATEGY_LABELS[strategy]} | " + " | ".join(cells) + " |")
 
     vs = ["| property | strategy | here | paper | agrees | firm | " + " | ".join(
         ["weak → WTS-Naive", "weak → WTS-Aux", "WTS-Naive → ceiling", "WTS-Aux → ceiling"]) + " |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     cells_json, notes = [], []
-    for prop, trust, collapsed, column in cols:
+    for prop, trust, collapsed, column, checks in cols:
         for strategy in STRATEGIES:
             t = trust.get(strategy)
             paper = PAPER_TABLE1.get(prop, {}).get(strategy)
             if not t or paper is None:
                 continue
+            why_not = _invalid(checks, strategy)
             agree = t["holds"] == paper
             by_pair = {(c["less"], c["more"]): c for c in t["comparisons"]}
             pcells = []
@@ -103,19 +116,26 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
                 c = by_pair.get(pair)
                 pcells.append("–" if not c else ("✓" if c["holds"] else "×")
                               + (f" p={c['p_value']:.3f}" if "p_value" in c else ""))
+            cell = {"property": prop, "run": column, "strategy": strategy, "here": t["holds"], "paper": paper,
+                    "agrees": agree, "firm": _firm(t), "significant": t.get("significant"),
+                    "comparisons": t["comparisons"], "means": t["means"], "valid": not why_not}
+            if why_not:  # no verdict: neither agreement nor disagreement
+                cell.update(agrees=None, firm=None, invalid=why_not)
+                vs.append(f"| {column} | {STRATEGY_LABELS[strategy]} | {why_not} | {'✓' if paper else '×'} | – | – | "
+                          + " | ".join(pcells) + " |")
+                cells_json.append(cell)
+                continue
             vs.append(f"| {column} | {STRATEGY_LABELS[strategy]} | {'✓' if t['holds'] else '×'} | "
                       f"{'✓' if paper else '×'} | {'yes' if agree else '**no**'} | {'yes' if _firm(t) else 'no'} | "
                       + " | ".join(pcells) + " |")
-            cell = {"property": prop, "run": column, "strategy": strategy, "here": t["holds"], "paper": paper,
-                    "agrees": agree,
-                    "firm": _firm(t), "significant": t.get("significant"), "comparisons": t["comparisons"],
-                    "means": t["means"]}
             if not agree:
                 cell["why"] = disagreement(column, strategy, t, paper, collapsed)
                 notes.append(f"- {cell['why']}")
             cells_json.append(cell)
-    n_agree = sum(c["agrees"] for c in cells_json)
-    n_firm = sum(c["agrees"] and c["firm"] for c in cells_json)
+    valid = [c for c in cells_json if c["valid"]]
+    n_agree = sum(c["agrees"] for c in valid)
+    n_firm = sum(c["agrees"] and c["firm"] for c in valid)
+    n_invalid = len(cells_json) - len(valid)
     def render(level: int) -> str:
         h = "#" * level
         return "\n".join([
@@ -123,13 +143,15 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
             "✓ = holds on the means over seeds (both WTS models more trustworthy than the weak model, the ceiling more "
             "than both); * = also significant (paired bootstrap, p < 0.05 for every comparison).", "", *lines, "",
             f"{h}# Set against the paper", "",
-            f"**{n_agree} of {len(cells_json)} cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
+            f"**{n_agree} of {len(valid)} valid cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
             "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95, not "
-            "tied). "
+            f"tied); {n_invalid} cell(s) are not weak-to-strong settings (`invalid`: a validity gate failed, see the "
+            "run's report) and are counted apart, neither agreeing nor disagreeing. "
             "p = the share of bootstrap resamples in which a comparison fails (small: it holds; near 1: it is "
             "reversed).", "", *vs, "", f"{h}## Why the disagreeing cells differ", "", *(notes or ["- none"]), ""])
 
     text = render(heading_level)
     atomic_write_text(Path(out) / "table1.md", render(1))
-    atomic_write_json(Path(out) / "table1.json", {"agree": n_agree, "firm": n_firm, "cells": cells_json})
+    atomic_write_json(Path(out) / "table1.json", {"agree": n_agree, "firm": n_firm, "valid": len(valid),
+                                                  "invalid": n_invalid, "cells": cells_json})
     return text

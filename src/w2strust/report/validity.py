@@ -1,0 +1,238 @@
+"""Is a run a weak-to-strong experiment at all? The gates a Table 1 verdict needs, and the gap each student recovers.
+
+Per strategy (paper §4, Burns et al.):
+- **weak beats majority**: the weak model's task metric is above the majority-class rate of the test set;
+- **capability gap**: the strong ceiling beats the weak model on the task metric by at least ``min_gap`` on every
+  seed, and the bootstrap CI of the gap (mean over seeds) lies above 0. For a property whose ceiling and weak model
+  differ in λ in a way that changes the task itself (privacy: DP noise costs perplexity), the ceiling is compared
+  with the weak model trained at the ceiling's λ ("at equal ε");
+- **students learned**: every WTS model's training loss fell (by ``LOSS_DROP`` of its first logged value), it is not
+  collapsed to one class, and it beats the majority class;
+- **PGR** = (student − weak) / (ceiling − weak) of the task metric, and the same ratio of the trust metric ("trust
+  gap recovered"), each with a bootstrap CI, computed only where the gap gate passes; a student above its ceiling
+  on the task metric is flagged.
+A strategy that fails a gate is not a weak-to-strong setting: its Table 1 cell reads ``invalid (<reason>)`` and is
+counted apart (``table1.py``).
+
+CIs are percentile intervals of a paired bootstrap over test rows (the same resampled rows for every model of a
+seed, metrics averaged over seeds), like the WTS-trust test; where a property cannot recompute its task metric from
+stored predictions (privacy's perplexity), the seeds are resampled instead. Task metrics enter the gap as the
+property's ``task_score`` (accuracy as it is; perplexity as −ln perplexity, so a gap is in nats per token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..config.schema import STRATEGIES
+
+LOSS_DROP = 0.05  # a student "learned" when its final training loss is at least 5% below its first logged value
+CI = (2.5, 97.5)  # percentiles of the bootstrap distribution: a 95% interval
+STUDENTS = ("wts_naive", "wts_aux")
+
+
+def ratio(student: float, weak: float, ceiling: float) -> float:
+    """(student − weak) / (ceiling − weak): 0 = no better than the weak model, 1 = as good as the ceiling. The same
+    formula serves lower-is-better metrics (numerator and denominator change sign together)."""
+    gap = ceiling - weak
+    return float((student - weak) / gap) if gap != 0 else float("nan")
+
+
+def interval(samples: list[float] | np.ndarray) -> list[float] | None:
+    a = np.asarray(samples, dtype=float)
+    a = a[np.isfinite(a)]
+    return [float(np.percentile(a, CI[0])), float(np.percentile(a, CI[1]))] if len(a) else None
+
+
+def _stat(value: float, ci: list[float] | None) -> dict[str, Any]:
+    return {"value": float(value), "ci": ci}
+
+
+class Evidence:
+    """Per seed, what the gates read: each role's artefact (from the records), its task score and trust value on the
+    test rows, and bootstrap replicates of both (the same resampled rows for every role of a seed)."""
+
+    def __init__(self, prop, by_role_seed: dict[tuple[str, int], dict[str, Any]], load_preds: Callable,
+                 test_columns: Callable, n_bootstrap: int, seed: int = 0):
+        self.prop, self.recs = prop, by_role_seed
+        self.seeds = sorted({s for _, s in by_role_seed})
+        self.load_preds, self.cols = load_preds, test_columns
+        self.n = max(1, n_bootstrap)
+        self.rng_seed = seed
+        self._idx: dict[tuple[int, str], np.ndarray] = {}
+
+    def task_score(self, role: str, seed: int) -> float:
+        return self.prop.task_score(self.recs[(role, seed)]["metrics"][self.prop.task_metric])
+
+    def trust(self, role: str, seed: int) -> float:
+        return float(self.recs[(role, seed)]["metrics"][self.prop.trust_metric])
+
+    def rows(self, seed: int, which: str) -> np.ndarray:
+        """Bootstrap row indices (n_bootstrap x rows) of a seed's task rows or trust rows, drawn once."""
+        if (seed, which) not in self._idx:
+            cols = self.cols(seed)
+            n_rows = self.prop.task_rows(cols) if which == "task" else len(next(iter(cols.values())))
+            rng = np.random.default_rng([self.rng_seed, seed, 0 if which == "task" else 1])
+            self._idx[(seed, which)] = rng.integers(0, n_rows, (self.n, n_rows))
+        return self._idx[(seed, which)]
+
+    def task_replicates(self, role: str) -> np.ndarray | None:
+        """Mean over seeds of the task score in each bootstrap replicate (None: not recomputable from predictions)."""
+        per_seed = []
+        for s in self.seeds:
+            preds, cols = self.load_preds(self.recs[(role, s)]["artefact"]), self.cols(s)
+            if self.prop.task_value(preds, cols, None) is None:
+                return None
+            per_seed.append([self.prop.task_score(self.prop.task_value(preds, cols, idx))
+                             for idx in self.rows(s, "task")])
+        return np.mean(per_seed, axis=0)
+
+    def trust_replicates(self, role: str) -> np.ndarray:
+        per_seed = []
+        for s in self.seeds:
+            preds, cols = self.load_preds(self.recs[(role, s)]["artefact"]), self.cols(s)
+            per_seed.append([self.prop.trust_value(*self.prop.resample(preds, cols, idx))
+                             for idx in self.rows(s, "trust")])
+        return np.mean(per_seed, axis=0)
+
+    def seed_replicates(self, values: dict[int, float]) -> np.ndarray:
+        """Means over resampled seeds: the CI when the task metric cannot be recomputed from predictions."""
+        v = np.asarray([values[s] for s in self.seeds])
+        rng = np.random.default_rng([self.rng_seed, 7])
+        return v[rng.integers(0, len(v), (self.n, len(v)))].mean(1)
+
+
+def check(prop, records: list[dict[str, Any]], load_preds: Callable[[str], dict[str, np.ndarray]],
+          load_meta: Callable[[str], dict[str, Any]], test_columns: Callable[[int], dict[str, np.ndarray]],
+          collapsed: list[dict[str, Any]], min_gap: float, n_bootstrap: int) -> dict[str, Any]:
+    """The ``validity`` section of summary.json (module docstring)."""
+    out: dict[str, Any] = {"min_gap": min_gap, "task_metric": prop.task_metric, "gap_units": prop.task_gap_units,
+                           "loss_drop": LOSS_DROP, "strategies": {}}
+    collapsed_at = {(c["strategy"], c["role"], c["seed"]) for c in collapsed}
+    weak_at = {(float(r["lambda_weak"]), r["seed"]): r for r in records if r["role"] == "weak"}
+    cols: dict[int, dict[str, np.ndarray]] = {}
+
+    def columns(seed: int) -> dict[str, np.ndarray]:
+        if seed not in cols:
+            cols[seed] = test_columns(seed)
+        return cols[seed]
+
+    for strategy in [s for s in STRATEGIES if any(r["strategy"] == s for r in records)]:
+        recs = {(r["role"], r["seed"]): r for r in records if r["strategy"] == strategy}
+        seeds = sorted({s for _, s in recs})
+        if any((role, s) not in recs for role in prop.roles for s in seeds):
+            continue
+        if prop.gap_at_equal_lambda:  # the weak model trained at the ceiling's λ, from any strategy
+            for s in seeds:
+                match = weak_at.get((float(recs[("strong_ceiling", s)]["lambda_ceiling"]), s))
+                if match is not None:
+                    recs[(GAP_WEAK, s)] = match
+        ev = Evidence(prop, recs, load_preds, columns, n_bootstrap)
+        out["strategies"][strategy] = _strategy(prop, ev, collapsed_at, strategy, load_meta, min_gap)
+    out["majority_rate"] = {str(s): prop.majority_rate(c) for s, c in sorted(cols.items())}
+    verdicts = out["strategies"].values()
+    out["valid"] = bool(verdicts) and all(v["valid"] for v in verdicts)
+    out["line"] = summary_line(out)
+    return out
+
+
+GAP_WEAK = "weak_at_ceiling_lambda"  # the weak model the gap compares with, where it is not the strategy's own
+
+
+def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_gap: float) -> dict[str, Any]:
+    seeds, reasons, res = ev.seeds, [], {}
+    majority = {s: prop.majority_rate(ev.cols(s)) for s in seeds}
+    if all(m is not None for m in majority.values()):  # the weak model against the majority class
+        floor = {s: prop.task_score(m) for s, m in majority.items()}
+        above = {s: ev.task_score("weak", s) - floor[s] for s in seeds}
+        reps = ev.task_replicates("weak")
+        ci = interval(reps - np.mean(list(floor.values()))) if reps is not None else None
+        ok = all(v > 0 for v in above.values()) and (ci is None or ci[0] > 0)
+        res["weak_beats_majority"] = {"passes": ok, "per_seed": {str(s): v for s, v in above.items()},
+                                      **_stat(np.mean(list(above.values())), ci)}
+        if not ok:
+            reasons.append("weak model not above the majority class")
+    weak_role = GAP_WEAK if prop.gap_at_equal_lambda else "weak"
+    if any((weak_role, s) not in ev.recs for s in seeds):
+        lam = ev.recs[("strong_ceiling", seeds[0])]["lambda_ceiling"]
+        res["gap"] = {"passes": False, "value": None, "ci": None, "per_seed": {},
+                      "note": f"no weak model trained at the ceiling's λ = {lam:g}: add weak_tft with "
+                              f"lambda_weak = lambda_ceiling to measure the gap at equal λ"}
+        reasons.append(f"capability gap not measurable at equal λ ({lam:g})")
+        gap_ok = False
+    else:  # the capability gap
+        per_seed = {s: ev.task_score("strong_ceiling", s) - ev.task_score(weak_role, s) for s in seeds}
+        c_reps, w_reps = ev.task_replicates("strong_ceiling"), ev.task_replicates(weak_role)
+        on_rows = c_reps is not None and w_reps is not None
+        gap_ci = interval(c_reps - w_reps if on_rows else ev.seed_replicates(per_seed))
+        gap_ok = all(v >= min_gap for v in per_seed.values()) and gap_ci is not None and gap_ci[0] > 0
+        res["gap"] = {"passes": gap_ok, "per_seed": {str(s): v for s, v in per_seed.items()},
+                      **_stat(np.mean(list(per_seed.values())), gap_ci),
+                      "ci_over": "test rows" if on_rows else "seeds",
+                      "weak_lambda": float(ev.recs[(weak_role, seeds[0])]["lambda_weak"])}
+        if not gap_ok:
+            worst = min(per_seed.values())
+            reasons.append(f"ceiling − weak gap {worst:+.3f} < min_gap {min_gap:g}" if worst < min_gap
+                           else f"the gap's CI {gap_ci[0]:+.3f}..{gap_ci[1]:+.3f} includes 0" if gap_ci
+                           else "the gap has no CI")
+    res["students"] = {}
+    for role in [r for r in STUDENTS if r in prop.roles]:
+        problems = []
+        for s in seeds:
+            train = load_meta(ev.recs[(role, s)]["artefact"]).get("train", {})
+            curve, final = train.get("curve") or [], train.get("final_loss")
+            if curve and final is not None and not final <= (1 - LOSS_DROP) * curve[0]["loss"]:
+                problems.append(f"seed {s}: its training loss did not fall ({curve[0]['loss']:.3f} -> {final:.3f})")
+            if (strategy, role, s) in collapsed_at:
+                problems.append(f"seed {s}: collapsed to one class")
+            if majority[s] is not None and not ev.task_score(role, s) > prop.task_score(majority[s]):
+                problems.append(f"seed {s}: not above the majority class")
+        st: dict[str, Any] = {"learned": not problems, "problems": problems}
+        if problems:
+            reasons.append(f"{role} did not learn ({problems[0]})")
+        if gap_ok:
+            st["pgr"] = _recovered(ev, role, weak_role, "task")
+            st["trust_gap_recovered"] = _recovered(ev, role, weak_role, "trust")
+            minus = float(np.mean([ev.task_score(role, s) - ev.task_score("strong_ceiling", s) for s in seeds]))
+            st["above_ceiling"], st["minus_ceiling"] = minus > 0, minus
+        res["students"][role] = st
+    res["valid"], res["reasons"] = not reasons, reasons
+    return res
+
+
+def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str, Any]:
+    """PGR (``task``) or trust gap recovered (``trust``): the ratio of means over seeds, and its bootstrap CI."""
+    roles = (role, weak_role, "strong_ceiling")
+    value_of = ev.task_score if metric == "task" else ev.trust
+    means = {r: np.mean([value_of(r, s) for s in ev.seeds]) for r in roles}
+    reps = {r: ev.task_replicates(r) if metric == "task" else ev.trust_replicates(r) for r in roles}
+    value = ratio(means[role], means[weak_role], means["strong_ceiling"])
+    ci = None
+    if all(v is not None for v in reps.values()):
+        ci = interval([ratio(a, b, c) for a, b, c in zip(reps[role], reps[weak_role], reps["strong_ceiling"],
+                                                         strict=True)])
+    return _stat(value, ci)
+
+
+def summary_line(v: dict[str, Any]) -> str:
+    """The one line a run ends with: the gap and "valid weak-to-strong setting", or what failed and the likely fix."""
+    strategies = v["strategies"]
+    if not strategies:
+        return "validity: not checked (no complete strategy in the results)"
+    gaps = [s["gap"] for s in strategies.values() if s.get("gap", {}).get("value") is not None]
+    worst = min(gaps, key=lambda g: g["value"]) if gaps else None
+    shown = (f"{v['task_metric']} gap (ceiling − weak) {worst['value']:+.3f} "
+             f"[{worst['ci'][0]:+.3f}, {worst['ci'][1]:+.3f}]" if worst and worst["ci"] else "gap not measured")
+    if v["valid"]:
+        return f"{shown} ≥ min_gap {v['min_gap']:g} in every strategy: valid weak-to-strong setting"
+    bad = [name for name, s in strategies.items() if not s["valid"]]
+    reasons = list(dict.fromkeys(r.split(" (")[0] for name in bad for r in strategies[name]["reasons"]))
+    gap_failed = any("gap" in r for r in reasons)
+    fix = ("raise the strong model's learning rate or steps (strong_train.lr, strong_train.epochs), use a larger "
+           "strong model or a weaker weak model" if gap_failed else "train longer or at another learning rate, or "
+           "lower λ")
+    failed = f"{', '.join(bad)}: {'; '.join(reasons)}"
+    return f"NOT a valid weak-to-strong setting ({shown}): {failed}. Likely fix: {fix}"

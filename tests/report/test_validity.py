@@ -1,0 +1,148 @@
+"""Validity gates (report/validity.py): a run that is not a weak-to-strong setting gets no Table 1 verdict."""
+
+import json
+
+import numpy as np
+import pytest
+
+from w2strust.properties.fairness import Fairness
+from w2strust.report import validity
+from w2strust.report.table1 import write_study_table
+
+N = 400  # test rows per seed
+ACC = {"weak": 0.70, "wts_naive": 0.75, "wts_aux": 0.78, "strong_ceiling": 0.80}
+SEEDS = (0, 1)
+
+
+def _columns(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    label = (np.arange(N) < N * 0.3).astype(int)  # 70% class 0: the majority class rate is 0.70
+    return {"label": label, "group": rng.integers(0, 2, N)}
+
+
+def _preds(seed: int, acc: float, role: str, collapsed: bool = False) -> dict[str, np.ndarray]:
+    """Probabilities right on exactly round(acc * N) rows (which rows depends on the role and seed)."""
+    y = _columns(seed)["label"]
+    pred = np.zeros(N, dtype=int) if collapsed else y.copy()
+    if not collapsed:
+        wrong = np.random.default_rng([seed, len(role)]).permutation(N)[: N - round(acc * N)]
+        pred[wrong] = 1 - y[wrong]
+    prob = np.zeros((N, 2), dtype=np.float32)
+    prob[np.arange(N), pred] = 0.9
+    prob[np.arange(N), 1 - pred] = 0.1
+    return {"prob": prob}
+
+
+def _run(acc: dict[str, float], losses: dict[str, tuple[float, float]] | None = None, collapse: str | None = None):
+    """Records, predictions and stage metas of a synthetic fairness run (one strategy, two seeds)."""
+    prop = Fairness()
+    records, preds, metas = [], {}, {}
+    for seed in SEEDS:
+        for role, a in acc.items():
+            art = f"{role}-{seed}"
+            preds[art] = _preds(seed, a, role, collapsed=role == collapse)
+            first, last = (losses or {}).get(role, (0.69, 0.40))
+            metas[art] = {"train": {"curve": [{"step": 1, "loss": first}], "final_loss": last}}
+            metrics = prop.metrics(preds[art], _columns(seed))
+            records.append({"strategy": "no_tft", "role": role, "seed": seed, "artefact": art, "lambda_weak": 0.0,
+                            "lambda_ceiling": 0.0, "metrics": metrics})
+    collapsed = [{"strategy": "no_tft", "role": collapse, "seed": s, "class": 0} for s in SEEDS] if collapse else []
+    return prop, records, preds.__getitem__, metas.__getitem__, collapsed
+
+
+def _check(acc, n_bootstrap=300, **kw):
+    prop, records, load_preds, load_meta, collapsed = _run(acc, **kw)
+    return validity.check(prop, records, load_preds, load_meta, _columns, collapsed, 0.03, n_bootstrap)
+
+
+def test_ratio_is_the_share_of_the_gap_recovered_for_either_direction():
+    assert validity.ratio(0.75, 0.70, 0.80) == pytest.approx(0.5)
+    assert validity.ratio(0.2, 0.3, 0.1) == pytest.approx(0.5)  # lower is better: the same ratio
+    assert np.isnan(validity.ratio(0.5, 0.7, 0.7))
+
+
+def test_a_valid_setting_reports_the_gap_and_pgr_of_each_student():
+    v = _check({**ACC, "weak": 0.74})  # majority 0.70: the weak model is above it
+    st = v["strategies"]["no_tft"]
+    assert v["valid"] and st["valid"] and "valid weak-to-strong setting" in v["line"]
+    assert st["gap"]["value"] == pytest.approx(0.80 - 0.74) and st["gap"]["ci"][0] > 0
+    naive = st["students"]["wts_naive"]
+    assert naive["pgr"]["value"] == pytest.approx((0.75 - 0.74) / (0.80 - 0.74))
+    assert naive["pgr"]["ci"][0] <= naive["pgr"]["value"] <= naive["pgr"]["ci"][1]
+    assert not naive["above_ceiling"] and naive["learned"]
+
+
+def test_pgr_ci_matches_an_independent_bootstrap():
+    acc = {**ACC, "weak": 0.74}
+    v = _check(acc, n_bootstrap=3000)
+    ci = v["strategies"]["no_tft"]["students"]["wts_aux"]["pgr"]["ci"]
+    # the same statistic by hand: resample each seed's rows (the same rows for the three models), mean over seeds
+    prop, records, load_preds, _, _ = _run(acc)
+    rng = np.random.default_rng(123)
+    correct = {(r["role"], r["seed"]): load_preds(r["artefact"])["prob"].argmax(-1) == _columns(r["seed"])["label"]
+               for r in records}
+    reps = []
+    for _ in range(3000):
+        idx = {s: rng.integers(0, N, N) for s in SEEDS}
+        m = {role: np.mean([correct[(role, s)][idx[s]].mean() for s in SEEDS]) for role in acc}
+        reps.append(validity.ratio(m["wts_aux"], m["weak"], m["strong_ceiling"]))
+    reps = np.asarray(reps)
+    assert ci == pytest.approx(np.percentile(reps[np.isfinite(reps)], [2.5, 97.5]), abs=0.06)
+
+
+def test_a_ceiling_no_better_than_the_weak_model_is_invalid():
+    v = _check({**ACC, "weak": 0.80, "strong_ceiling": 0.80})
+    st = v["strategies"]["no_tft"]
+    assert not v["valid"] and not st["gap"]["passes"] and "pgr" not in st["students"]["wts_naive"]
+    assert "gap" in st["reasons"][0] and v["line"].startswith("NOT a valid weak-to-strong setting")
+    assert "Likely fix" in v["line"]
+
+
+def test_collapsed_or_non_learning_students_are_flagged():
+    v = _check({**ACC, "weak": 0.74}, collapse="wts_aux", losses={"wts_naive": (0.69, 0.68)})
+    st = v["strategies"]["no_tft"]
+    assert not st["valid"]
+    assert any("did not fall" in p for p in st["students"]["wts_naive"]["problems"])
+    assert any("collapsed" in p for p in st["students"]["wts_aux"]["problems"])
+    assert any("majority" in p for p in st["students"]["wts_aux"]["problems"])
+
+
+def test_a_student_above_its_ceiling_is_flagged():
+    v = _check({**ACC, "weak": 0.74, "wts_aux": 0.85})
+    aux = v["strategies"]["no_tft"]["students"]["wts_aux"]
+    assert aux["above_ceiling"] and aux["minus_ceiling"] == pytest.approx(0.05) and aux["pgr"]["value"] > 1
+
+
+def test_a_weak_model_at_the_majority_rate_is_invalid():
+    v = _check({**ACC, "weak": 0.70})
+    assert not v["strategies"]["no_tft"]["weak_beats_majority"]["passes"]
+    assert "majority" in v["strategies"]["no_tft"]["reasons"][0]
+
+
+def _summary(path, prop: str, holds: bool, valid: bool | None):
+    means = {"weak": 0.3, "wts_naive": 0.2, "wts_aux": 0.2, "strong_ceiling": 0.1 if holds else 0.25}
+    comps = [{"less": a, "more": b, "holds": means[b] < means[a], "p_value": 0.01 if means[b] < means[a] else 0.99}
+             for a, b in (("weak", "wts_naive"), ("weak", "wts_aux"), ("wts_naive", "strong_ceiling"),
+                          ("wts_aux", "strong_ceiling"))]
+    trust = {s: {"metric": "dpd", "higher_is_better": False, "means": means, "comparisons": comps, "holds": holds,
+                 "significant": holds} for s in ("no_tft", "weak_tft", "weak_wts_tft")}
+    doc = {"property": prop, "wts_trust": trust, "collapsed": []}
+    if valid is not None:
+        doc["validity"] = {"strategies": {s: {"valid": valid, "reasons": [] if valid else ["ceiling − weak gap +0.003 "
+                                              "< min_gap 0.03"]} for s in trust}}
+    path.mkdir()
+    (path / "summary.json").write_text(json.dumps(doc))
+    return path
+
+
+def test_table1_counts_invalid_cells_apart(tmp_path):
+    fair = _summary(tmp_path / "fairness", "fairness", holds=False, valid=False)  # would agree on 2 of 3 cells
+    ood = _summary(tmp_path / "ood", "ood", holds=True, valid=True)  # the paper: ✓ in all three
+    old = _summary(tmp_path / "adversarial", "adversarial", holds=True, valid=None)  # no validity: unchecked
+    text = write_study_table([fair, ood, old], tmp_path)
+    doc = json.loads((tmp_path / "table1.json").read_text())
+    assert doc["valid"] == 3 and doc["invalid"] == 6 and doc["agree"] == 3
+    assert "3 of 3 valid cells agree" in text and "6 cell(s) are not weak-to-strong settings" in text
+    fair_cells = [c for c in doc["cells"] if c["property"] == "fairness"]
+    assert all(c["agrees"] is None and c["invalid"].startswith("invalid (ceiling − weak gap") for c in fair_cells)
+    assert "invalid (validity not checked" in text
