@@ -6,6 +6,7 @@ import torch
 
 from w2strust.config.build import build_config
 from w2strust.data.advglue import load_advglue_dev, parse_advglue_plus_plus
+from w2strust.errors import W2SError
 from w2strust.properties.adversarial import AdversarialRobustness
 from w2strust.properties.attacks import EmbeddingNeighbours, attack, char_candidates, edit_budget, run_attacks
 from w2strust.training.losses import soft_cross_entropy
@@ -51,7 +52,10 @@ def test_attack_respects_a_budget_too_small_to_flip_and_skips_wrong_predictions(
     res = attack(
         text, 1, toy_score, char_candidates, "charbug", np.random.default_rng(0), max_frac=0.5, max_words=1
     )
-    assert res.status == "failed" and res.adv is None and len(res.changed) <= 1
+    assert res.status == "failed" and len(res.changed) <= 1
+    # the failed attack's text keeps the edits it made (an unselected test set uses it), one word at most here
+    assert res.adv is not None and sum(a != b for a, b in zip(res.adv.split(), text.split(), strict=True)) == len(
+        res.changed)
     skipped = attack("a bad movie", 1, toy_score, char_candidates, "charbug", np.random.default_rng(0))
     assert skipped.status == "skipped" and skipped.adv is None
 
@@ -168,16 +172,27 @@ def adv_run(smoke_run):
 
 
 def test_generated_triplets_split_40_40_20_disjoint_by_source(adv_run, data_dir):
+    """Sentences are split 40/40/20; the models train on the attacks that flipped the surrogate, and the test set is
+    every sentence of its partition, whether the attack succeeded, failed or was skipped: not selected by it."""
     cfg = build_config("adversarial", "smoke", overrides={"data": {"data_dir": data_dir}})
     splits = AdversarialRobustness().load_splits(cfg, seed=0)
-    n = len(splits.weak) + len(splits.wts) + len(splits.test)
-    assert len(splits.weak) == int(0.4 * n) and len(splits.wts) == int(0.8 * n) - int(0.4 * n)
+    n_attacked = cfg.extra["n_attack"]
+    assert len(splits.test) == n_attacked - int(0.8 * n_attacked)
     sources = [set(d["source"]) for d in (splits.weak, splits.wts, splits.test)]
     assert not (sources[0] & sources[1]) and not (sources[0] & sources[2]) and not (sources[1] & sources[2])
-    for d in (splits.weak, splits.test):
+    for d in (splits.weak, splits.wts):
+        assert set(d["status"]) == {"success"}
         assert all(a != b for a, b in zip(d["text"], d["text_adv"], strict=True))
-        assert set(d["method"]) <= {"charbug", "wordsub"}
+    assert set(splits.test["status"]) <= {"success", "failed", "skipped"} and len(set(splits.test["status"])) > 1
+    assert set(splits.test["method"]) <= {"charbug", "wordsub"}
     assert len(splits.extra["advglue"]) == 148
+
+
+def test_the_surrogate_must_be_neither_the_weak_nor_the_strong_model():
+    with pytest.raises(W2SError, match="extra.surrogate = tiny-bert-wide is also the weak or strong model"):
+        build_config("adversarial", "smoke", overrides={"extra": {"surrogate": "tiny-bert-wide"}})
+    with pytest.raises(W2SError, match="extra.neighbour_model = minilm-l6"):
+        build_config("adversarial", "quick", overrides={"extra": {"neighbour_model": "minilm-l6"}})
 
 
 def test_adversarial_smoke_run_end_to_end(adv_run):

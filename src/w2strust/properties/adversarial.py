@@ -25,7 +25,7 @@ from ..data.sst2 import SENTENCES_URL
 from ..errors import W2SError
 from ..training.device import resolve_device
 from ..training.precision import for_task
-from .adversarial_data import generated_sst2
+from .adversarial_data import GENERATOR_VERSION, generated_sst2
 from .base import TrustProperty
 
 SPLIT = (0.4, 0.4, 0.2)  # D_W, D_WTS, D_T fractions of the triplets (paper Appendix C.2)
@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "source": "generate",  # generate | advglue++
     "tasks": ["sst2"],  # AdvGLUE++ tasks (advglue++ source); the generator makes sst2 only
     # The generator (offline): surrogate fine-tuned on n_surrogate SST-2 sentences, n_attack others attacked.
-    "surrogate": "minilm-l3",
+    "surrogate": "mpnet-base",  # neither the weak nor the strong model of the bundled presets (docs/adversarial.md)
     "surrogate_train": {"lr": 1e-4, "epochs": 2, "batch_size": 32, "max_length": 64},
     "n_surrogate": 1500,
     "n_attack": 2000,
@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "max_frac": 0.25,  # edit budget: at most this fraction of the words ...
     "max_words": 4,  # ... and at most this many words
     "char_candidates": 8,
-    "neighbour_model": "minilm-l6",  # whose input embeddings give wordsub's candidates
+    "neighbour_model": "mpnet-base",  # whose input embeddings give wordsub's candidates (not the strong model's)
     "neighbours": 8,
     "min_similarity": 0.4,
     "attack_seed": 0,
@@ -69,6 +69,9 @@ class AdversarialRobustness(TrustProperty):
     other_trust_metrics = {"advglue_accuracy": True}  # the human-validated AdvGLUE dev set, an external test
     lambda_grid = (0.0, 0.1, 0.3, 0.5, 0.7)  # the paper's A1 finds the best trade-off near 0.3-0.4
     extra_options = DEFAULTS
+    # in every stage key: the generator's version (a change to its defaults or attacks must not reuse models trained
+    # on the previous set; the set's own cache folder is keyed by all its settings)
+    key_extra = {"generator": GENERATOR_VERSION}
     description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
                    "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
     _announced: set[str] = set()
@@ -82,7 +85,7 @@ class AdversarialRobustness(TrustProperty):
                           data=dict(n_weak=100_000, n_wts=100_000, n_test=0), n_bootstrap=50,
                           # A random tiny model does not learn SST-2, so nothing flips it for a reason: the
                           # surrogate is the smallest bundled model, briefly fine-tuned (seconds).
-                          extra=dict(surrogate="minilm-l3", n_surrogate=256, n_attack=80,
+                          extra=dict(surrogate="minilm-l3", neighbour_model="minilm-l3", n_surrogate=256, n_attack=80,
                                      surrogate_train=dict(lr=2e-4, epochs=1, batch_size=32, max_length=48))),
             # One seed of the bundled pair on 2 CPU cores (docs/adversarial.md gives the measured time).
             "quick": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0],
@@ -120,6 +123,12 @@ class AdversarialRobustness(TrustProperty):
             raise W2SError(f"unknown AdvGLUE task(s) {bad or '(none)'}; choose from {', '.join(TASK_LABELS)}")
         if not 0 < s["max_frac"] <= 1 or s["max_words"] < 1:
             raise W2SError("extra.max_frac must be in (0, 1] and extra.max_words >= 1")
+        if s["source"] == "generate":
+            for key in ("surrogate", "neighbour_model"):
+                if s[key] in (cfg.weak_model, cfg.strong_model):
+                    raise W2SError(f"extra.{key} = {s[key]} is also the weak or strong model: the attacks would "
+                                   f"transfer best to it and favour one side; choose another model, e.g. "
+                                   f"extra.{key}=mpnet-base or minilm-l3 (docs/adversarial.md)")
         if max(cfg.all_lambdas(self.lambda_grid)) > 1:
             raise W2SError(f"λ is the adversarial loss weight in [0, 1]: lambda_weak, lambda_wts, lambda_ceiling "
                            f"(or ceiling_lambdas) hold {max(cfg.all_lambdas(self.lambda_grid))}")
@@ -156,7 +165,12 @@ class AdversarialRobustness(TrustProperty):
             a, b = int(len(idx) * SPLIT[0]), int(len(idx) * (SPLIT[0] + SPLIT[1]))
             for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:]), strict=True):
                 part.extend(chunk.tolist())
-        weak, wts, test = (triplets.select(sorted(p)) for p in parts)
+        # training pairs: the attacks that flipped the surrogate; the test set: every sentence of its partition
+        # (a failed or skipped attack keeps its partial or clean text), so the surrogate selects no test row
+        success = np.asarray(triplets["status"]) == "success" if "status" in triplets.column_names else \
+            np.ones(len(triplets), dtype=bool)
+        weak, wts = (triplets.select(sorted(i for i in p if success[i])) for p in parts[:2])
+        test = triplets.select(sorted(parts[2]))
         if min(len(weak), len(wts), len(test)) < 2:
             raise W2SError(f"too few adversarial triplets ({len(triplets)}) to split 40/40/20")
         return Splits(weak=subsample(weak, cfg.data.n_weak, seed), wts=subsample(wts, cfg.data.n_wts, seed),

@@ -1,8 +1,13 @@
 """The offline stand-in for AdvGLUE++: (clean, adversarial, label) triplets built from SST-2 sentences.
 
 Clean SST-2 sentences are attacked with ``attacks.py`` against a surrogate classifier fine-tuned on other
-SST-2 sentences; only the perturbations that flip the surrogate are kept. The set is built once per distinct
-settings and cached under ``<cache>/data/adv-sst2-<key>/`` (``triplets.jsonl``, ``stats.json`` written last).
+SST-2 sentences. Every attacked sentence is kept with its ``status``: ``success`` (the edits flip the surrogate),
+``failed`` (the edit budget ran out; the text holds the edits that lowered the true label's score) or ``skipped``
+(the surrogate was already wrong; the text is left clean). The property trains on successful triplets only and
+tests on every sentence of the test partition, so the test set is not selected by the surrogate. The default
+surrogate (and the model whose embeddings give word substitutes) is neither the weak nor the strong model
+(docs/adversarial.md). The set is built once per distinct settings and cached under
+``<cache>/data/adv-sst2-<key>/`` (``triplets.jsonl``, ``stats.json`` written last).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ..training.device import resolve_device
 from . import attacks
 from .base import TrustProperty
 
-GENERATOR_VERSION = 2  # bump when a change to the attacks invalidates cached generated sets
+GENERATOR_VERSION = 3  # bump when a change to the attacks invalidates cached generated sets (and stage keys)
 
 
 def sentiment_polarity(data_dir: str | None) -> dict[str, int]:
@@ -51,7 +56,7 @@ def generated_sst2(data_dir: str | None, settings: dict[str, Any],
         _generate(data_dir, spec, folder, device)
     stats = json.loads((folder / "stats.json").read_text())
     rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line.strip()]
-    if not rows:
+    if not any(r["status"] == "success" for r in rows):
         raise W2SError(f"the attack produced no adversarial example ({stats}); "
                        f"raise extra.n_attack or the edit budget")
     return Dataset.from_list(rows), stats
@@ -90,11 +95,12 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
             raise W2SError(f"unknown attack method '{m}'; choose from {', '.join(attacks.METHODS)}")
     results = attacks.run_attacks(list(pool["text"]), list(pool["label"]), score, methods,
                                   spec["attack_seed"], spec["max_frac"], spec["max_words"])
-    triplets = [{"text": r.text, "text_adv": r.adv, "label": r.label, "method": r.method, "task": "sst2",
-                 "source": int(order[spec["n_surrogate"] + i]), "words_changed": len(r.changed)}
-                for i, r in enumerate(results) if r.status == "success"]
+    triplets = [{"text": r.text, "text_adv": r.adv or r.text, "label": r.label, "method": r.method, "task": "sst2",
+                 "source": int(order[spec["n_surrogate"] + i]), "words_changed": len(r.changed), "status": r.status}
+                for i, r in enumerate(results)]
+    n_success = sum(t["status"] == "success" for t in triplets)
     stats: dict[str, Any] = {"surrogate": spec["surrogate"], "n_surrogate_train": len(sur_ds),
-                             "attacked": len(pool), "triplets": len(triplets),
+                             "attacked": len(pool), "triplets": n_success,
                              # on the attacked pool, before any attack (skipped = already wrong)
                              "surrogate_clean_accuracy": float(np.mean([r.status != "skipped"
                                                                         for r in results])),
@@ -106,9 +112,9 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
             "attacked": len(rs), "success": len(ok), "success_rate": len(ok) / max(1, len(rs)),
             "mean_words_changed": float(np.mean([len(r.changed) for r in ok])) if ok else 0.0,
             "mean_queries": float(np.mean([r.queries for r in rs])) if rs else 0.0}
-    stats["success_rate"] = len(triplets) / max(1, sum(v["attacked"] for v in stats["per_method"].values()))
+    stats["success_rate"] = n_success / max(1, sum(v["attacked"] for v in stats["per_method"].values()))
     atomic_write_text(folder / "triplets.jsonl", "".join(json.dumps(t) + "\n" for t in triplets))
     atomic_write_json(folder / "stats.json", stats)
-    print(f"adversarial SST-2: {len(triplets)} triplets, success rate "
+    print(f"adversarial SST-2: {n_success} successful triplets of {len(triplets)} attacked sentences, success rate "
           + ", ".join(f"{m} {v['success_rate']:.1%}" for m, v in stats["per_method"].items())
           + f" ({stats['seconds']:.0f}s)", file=sys.stderr)

@@ -56,7 +56,7 @@ class AttackResult:
     label: int
     method: str
     status: str  # "success" | "failed" | "skipped" (the surrogate was already wrong)
-    adv: str | None = None  # the adversarial text (success only)
+    adv: str | None = None  # the attacked text: flips the surrogate (success) or does not (failed); None if skipped
     changed: list[int] = field(default_factory=list)  # positions of the edited words
     queries: int = 0  # surrogate queries spent
 
@@ -175,6 +175,8 @@ def attack_steps(text: str, label: int, candidates: Candidates, method: str, rng
         if probs[j].argmax() != label:
             res.status, res.adv = "success", " ".join(current)
             break
+    if res.status != "success":  # no flip within the budget: the edits that lowered the true label's score (an
+        res.adv = " ".join(current)  # unselected test set keeps them: such a text may still fool another model)
     return res
 
 
