@@ -159,7 +159,7 @@ def cmd_report(args) -> None:
     from . import api
 
     dirs = [Path(d) for d in args.run_dirs]
-    table_dir = api.report(*dirs, out=args.out)
+    table_dir = api.report(*dirs, out=args.out, cache=args.cache)
     if len(dirs) == 1 and (dirs[0] / "study.json").exists():
         print((dirs[0] / "table1.md").read_text())
         print(f"Study report: {dirs[0] / 'report.md'}")
@@ -304,6 +304,8 @@ def _main(argv: list[str] | None) -> int:
     p = sub.add_parser("report", help="rebuild summary.json, report.md and figures from run folders")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="where to write the combined table1.md (several run folders)")
+    p.add_argument("--cache", help="the cache the run(s) used (default: the one each run recorded in run.json, else "
+                                   "<run>/cache)")
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("curves", help="trust and task metric of every role against one setting that the run folders "
                                       "vary (paper Figure 3, A1-A8)")

@@ -339,3 +339,52 @@ def test_damaged_artefact_is_named_in_one_line_and_retrained(name, damage, fille
     with np.load(stage / "preds.npz") as f:  # retrained, and (same seed) bit for bit what it was
         assert {k: f[k].tobytes() for k in f.files} == original
     assert json.loads((tmp_path / "o" / "results.jsonl").read_text().splitlines()[0])["metrics"]
+
+
+# ------------------------------------------------------------------ entry points other than run (issue 19)
+def test_report_finds_the_cache_the_run_used_and_never_writes_a_worse_summary(filled, capsys, tmp_path):
+    """A run with --cache elsewhere records it (run.json): `report` rebuilds the same summary from it; given a cache
+    without the predictions, it stops with one line and leaves the summary as it was."""
+    out, _ = filled
+    run = tmp_path / "run"
+    assert main(["run", "fairness", *SMOKE, "--strategies", "no_tft", "--out", str(run), "--cache",
+                 str(out / "cache")]) == 0
+    first = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").unlink()
+    assert main(["report", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text()) == first  # tests, warnings and validity all there
+    before = (run / "summary.json").read_bytes()
+    capsys.readouterr()
+    line = assert_one_line_error(main(["report", str(run), "--cache", str(tmp_path / "empty")]),
+                                 capsys.readouterr().err, 2, "are not in")
+    assert "--cache" in line and (run / "summary.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("", "holds no records"),
+    ('{"strategy": "no_tft", "role": "weak", "seed": 0, "metrics": {"dpd": 0.1}}\n{"strategy": "no_t', "line 2 is not"),
+    ('{"a": 1}\n', "line 1 is not a w2strust result record"),
+], ids=["empty", "cut-off", "foreign"])
+def test_report_of_a_damaged_results_file_names_it(content, needle, filled, capsys, tmp_path):
+    out, _ = filled
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("cache"))
+    (run / "results.jsonl").write_text(content)
+    line = run_bad(["report", str(run), "--cache", str(out / "cache")], filled, capsys, needle)
+    assert "results.jsonl" in line
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("", "is empty"),
+    ("properties: []\n", "properties: []"),
+    ("properties: [fairness]\nseeds: []\n", "seeds is empty"),
+], ids=["empty-file", "no-properties", "no-seeds"])
+def test_bad_study_file(content, needle, filled, capsys, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(content)
+    run_bad(["study", str(path), "--out", str(tmp_path / "o"), "--dry-run"], filled, capsys, needle)
+
+
+def test_negative_retries_are_refused(filled, capsys):
+    run_bad(["run", "fairness", *SMOKE, "--retries", "-1", "--out", str(filled[0])], filled, capsys,
+            "--retries must be >= 0")

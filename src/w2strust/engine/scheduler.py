@@ -58,6 +58,9 @@ class ExecutorOptions:
         if self.workers < (0 if self.executor == "ray" else 1) or self.per_gpu < 1 or self.threads < 0:
             raise W2SError(f"--workers must be >= 1, --per-gpu >= 1 and --threads >= 0; got workers={self.workers}, "
                            f"per_gpu={self.per_gpu}, threads={self.threads}")
+        if self.retries < 0:
+            raise W2SError(f"--retries must be >= 0 (times a stage is retried after its worker died); got "
+                           f"{self.retries}")
 
     def stage_threads(self) -> int:
         """CPU threads each stage runs with: ``--threads``, else the cores split between the local workers (Ray: 1;

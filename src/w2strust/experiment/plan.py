@@ -240,12 +240,19 @@ def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]],
         select_ceiling(cfg, prop or properties.get(cfg.property), stubs, store.load_meta, out)
     records = [{**stub, "metrics": store.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
     atomic_write_text(Path(out) / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in records))
+    record_cache(Path(out), cache)
     if cfg.save_models:
         link_saved_models(Path(out), cache, records)
     tracker = tracker or tracking.open_tracker(cfg.log, Path(out))
     if tracker is not None:
         tracker.log_run(cfg, records, store.load_meta)
     return records
+
+
+def record_cache(out: Path, cache: Path) -> None:
+    """``<out>/run.json``: where this run's stages are (``--cache`` may be anywhere), so that ``w2strust report`` finds
+    the predictions it needs without being told."""
+    atomic_write_json(out / "run.json", {"cache": str(Path(cache).resolve())})
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, cache: Path | None = None,

@@ -58,6 +58,11 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
     """The study file (or the same mapping as a dict, or just ``--properties``) -> the validated run configs, one
     per (property, point)."""
     spec = json.loads(json.dumps(path)) if isinstance(path, dict) else load_yaml(path) if path else {}
+    where = f"study file {path}" if path is not None and not isinstance(path, dict) else "the study"
+    if path is not None and not spec and not properties:
+        raise W2SError(f"{where} is empty; give at least `properties: [fairness, ...]` (README: Studies)")
+    if "properties" in spec and not spec["properties"] and not properties:
+        raise W2SError(f"{where} has `properties: []`; name at least one property, e.g. properties: [fairness]")
     if properties:
         spec["properties"] = [p.strip() for p in properties.split(",") if p.strip()]
     if preset:

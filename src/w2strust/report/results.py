@@ -30,11 +30,34 @@ def comparisons(roles: tuple[str, ...]) -> list[tuple[str, str]]:
     return [("weak", r) for r in wts] + [(r, "strong_ceiling") for r in wts]
 
 
+RECORD_KEYS = ("strategy", "role", "seed", "metrics")
+
+
 def load_results(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``results.jsonl``; a file that is empty, cut off or not w2strust's is one line naming the file,
+    the line and the fix (a results file is rewritten whole by any run of the same command)."""
     path = Path(run_dir) / "results.jsonl"
     if not path.exists():
         raise W2SError(f"{path} does not exist: is {run_dir} the --out folder of a finished `w2strust run`?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    fix = "rerun the `w2strust run` (or `study`) command that made it: cached stages are reused, nothing retrains"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise W2SError(f"{path} cannot be read as text ({type(e).__name__}); {fix}") from None
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise W2SError(f"{path} line {n} is not a JSON record (cut off or edited?); {fix}") from None
+        if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
+            raise W2SError(f"{path} line {n} is not a w2strust result record (needs {', '.join(RECORD_KEYS)}); {fix}")
+        records.append(record)
+    if not records:
+        raise W2SError(f"{path} holds no records (empty: the run did not finish writing it?); {fix}")
+    return records
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:

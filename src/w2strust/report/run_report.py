@@ -13,6 +13,7 @@ import numpy as np
 from .. import properties
 from ..config.build import build_config
 from ..config.schema import load_yaml
+from ..errors import W2SError
 from ..io import atomic_write_json, atomic_write_text, save_figure
 from . import validity
 from .results import collapsed_models, fmt, load_results, summarise, wts_trust
@@ -54,6 +55,17 @@ def figure(summary, prop, path: Path, title: str, trust: tuple[str, bool] | None
     save_figure(fig, path)
 
 
+def run_cache(run_dir: Path) -> Path:
+    """The cache a run folder's stages are in: the one its run recorded (``run.json``), else ``<run>/cache``."""
+    recorded = Path(run_dir) / "run.json"
+    if recorded.is_file():
+        try:
+            return Path(json.loads(recorded.read_text())["cache"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise W2SError(f"{recorded} is damaged; pass the run's cache with --cache DIR") from None
+    return Path(run_dir) / "cache"
+
+
 def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     """Write ``summary.json``, ``report.md`` and ``figure2.png`` for a finished run folder."""
     run_dir = Path(run_dir)
@@ -61,7 +73,12 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     cfg_dict = load_yaml(run_dir / "config.yaml")
     prop = properties.get(cfg_dict["property"])
     cfg = build_config(cfg_dict["property"], overrides={k: v for k, v in cfg_dict.items() if k != "property"})
-    cache = Path(cache) if cache else run_dir / "cache"
+    cache = Path(cache) if cache else run_cache(run_dir)
+    missing = [r["artefact"] for r in records if not (cache / r["artefact"] / "preds.npz").is_file()]
+    if missing:  # a summary without its tests and warnings would be worse than the one already there
+        raise W2SError(f"the predictions of {len(set(missing))} model(s) are not in {cache} (e.g. "
+                       f"{cache / missing[0] / 'preds.npz'}); pass the cache the run used with --cache DIR, or rerun "
+                       f"the run's command to train them again. Nothing in {run_dir} was changed")
     summary = summarise(records)
 
     @functools.cache
