@@ -220,6 +220,7 @@ def test_data_folder_missing(filled, capsys, tmp_path):
 
 
 # ------------------------------------------------------------------ training that diverges
+@pytest.mark.slow
 def test_diverging_training_stops_with_the_stage_and_step(filled, tmp_path):
     """lr = 1e6: the loss turns NaN; the stage stops with its name and step, nothing is scored or reported.
     A subprocess, so that TQDM_DISABLE (read when tqdm is imported) keeps progress bars out of stderr."""
@@ -318,6 +319,7 @@ def _garbage(p: Path) -> None:
     p.write_bytes(b"\x00garbage\xff" * 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, damage", [
     ("preds.npz", _truncate), ("meta.json", _garbage), ("weak_labels.npy", _truncate),
 ], ids=["preds-truncated", "meta-garbage", "weak-labels-truncated"])

@@ -95,6 +95,7 @@ def _run_one(cfg, stage, root, q):
     q.put(run_stage(cfg, stage, root, threads=1)["status"])
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_cache_train_a_stage_once(tmp_path):
     cfg = build_config("fairness", "smoke", overrides=TINY)
     weak = plan(cfg)[0][0]

@@ -46,6 +46,7 @@ def artefacts(out: Path) -> dict[str, object]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prop", ["fairness", "ood", "adversarial", "privacy"])
 def test_smoke_preset_twice_gives_identical_results(prop, tmp_path):
     run(prop, tmp_path / "a")

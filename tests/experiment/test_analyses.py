@@ -96,6 +96,7 @@ def test_ood_stage_keys_record_the_noise_semantics():
     assert all("semantics" not in s.spec for s in plan(build_config("fairness", "smoke"))[0])
 
 
+@pytest.mark.slow
 def test_auto_ceiling_trains_every_candidate_and_picks_by_the_rule(tmp_path):
     out = tmp_path / "run"
     argv = ["run", "fairness", "--preset", "smoke", "--strategies", "no_tft", "--set", "lambda_ceiling=auto",
@@ -166,6 +167,7 @@ def test_shipped_analyses_study_is_valid_for_all_four_properties():
     assert swept == {"lambda_wts", "lambda_weak", "alpha_max", "aux_warmup", "strong_train.epochs", "models"}
 
 
+@pytest.mark.slow
 def test_shipped_analyses_study_draws_every_figure(tmp_path):
     out = tmp_path / "study"
     assert main(["study", str(STUDY), "--properties", "fairness", "--out", str(out)]) == 0

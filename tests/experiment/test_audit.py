@@ -105,6 +105,7 @@ def test_tensorboard_holds_every_models_curve(fairness_local):
         assert ("train/alpha" in events.Tags()["scalars"]) == (r["role"] == "wts_aux")
 
 
+@pytest.mark.slow
 def test_privacy_run_with_a_local_decoder(tmp_path, save_tiny):
     strong = save_tiny("tiny-gpt-neox-wide", tmp_path / "my-decoder", causal=True)
     out = tmp_path / "run"

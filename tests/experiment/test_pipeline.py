@@ -72,6 +72,7 @@ def test_second_run_trains_nothing_and_a_lost_stage_is_retrained(fair_run, tmp_p
     assert runner.trained == [victim.name]
 
 
+@pytest.mark.slow
 def test_changing_a_wts_setting_reuses_weak_and_ceiling(fair_run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(fair_run, out)
@@ -121,6 +122,7 @@ def test_yaml_config_and_overrides_are_applied_and_saved(tmp_path):
     assert cfg.strong_model == "tiny-bert-wide"  # from the preset
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_without_retraining(tmp_path):
     """SIGKILL a real run after its first finished stage; the rerun trains only what was missing."""
     out = tmp_path / "killed"

@@ -128,6 +128,7 @@ def test_ray_executor_gives_the_same_metrics(two_workers, tmp_path):
     assert len(ends) == 4 and all("worker=" in ln for ln in ends)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_half_written(two_workers, tmp_path):
     import psutil
 

@@ -18,7 +18,7 @@ import torch
 
 PACKAGES = ("torch", "transformers", "peft", "opacus", "fairlearn", "datasets", "huggingface_hub", "numpy",
             "scikit-learn", "w2strust")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout when installed editable (src layout)
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # the checkout when installed editable (src layout)
 
 
 def package_versions() -> dict[str, str]:
