@@ -73,7 +73,9 @@ def test_a_valid_setting_reports_the_gap_and_pgr_of_each_student():
 
 
 def test_pgr_ci_matches_an_independent_bootstrap():
-    acc = {**ACC, "weak": 0.74}
+    # a 12-point gap: the ratio's bootstrap distribution stays away from a zero denominator, so two independent
+    # bootstraps of 3,000 resamples agree to Monte Carlo error
+    acc = {**ACC, "weak": 0.74, "strong_ceiling": 0.86}
     v = _check(acc, n_bootstrap=3000)
     ci = v["strategies"]["no_tft"]["students"]["wts_aux"]["pgr"]["ci"]
     # the same statistic by hand: resample each seed's rows (the same rows for the three models), mean over seeds
@@ -87,7 +89,7 @@ def test_pgr_ci_matches_an_independent_bootstrap():
         m = {role: np.mean([correct[(role, s)][idx[s]].mean() for s in SEEDS]) for role in acc}
         reps.append(validity.ratio(m["wts_aux"], m["weak"], m["strong_ceiling"]))
     reps = np.asarray(reps)
-    assert ci == pytest.approx(np.percentile(reps[np.isfinite(reps)], [2.5, 97.5]), abs=0.06)
+    assert ci == pytest.approx(np.percentile(reps[np.isfinite(reps)], [2.5, 97.5]), abs=0.05)
 
 
 def test_a_ceiling_no_better_than_the_weak_model_is_invalid():

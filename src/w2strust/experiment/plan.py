@@ -9,6 +9,7 @@ of ``weak_tft`` and ``weak_wts_tft``, the strong ceiling of all three).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -251,8 +252,9 @@ def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]],
 
 def record_cache(out: Path, cache: Path) -> None:
     """``<out>/run.json``: where this run's stages are (``--cache`` may be anywhere), so that ``w2strust report`` finds
-    the predictions it needs without being told."""
-    atomic_write_json(out / "run.json", {"cache": str(Path(cache).resolve())})
+    the predictions it needs without being told. Relative to ``out``: a run folder copied or moved with its cache
+    inside it still points at its own copy."""
+    atomic_write_json(out / "run.json", {"cache": os.path.relpath(Path(cache).resolve(), Path(out).resolve())})
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, cache: Path | None = None,

@@ -60,9 +60,11 @@ def run_cache(run_dir: Path) -> Path:
     recorded = Path(run_dir) / "run.json"
     if recorded.is_file():
         try:
-            return Path(json.loads(recorded.read_text())["cache"])
+            cache = Path(run_dir) / json.loads(recorded.read_text())["cache"]  # relative to the run folder
         except (OSError, ValueError, KeyError, TypeError):
             raise W2SError(f"{recorded} is damaged; pass the run's cache with --cache DIR") from None
+        if cache.is_dir():
+            return cache
     return Path(run_dir) / "cache"
 
 
