@@ -80,19 +80,14 @@ def _better(a: float, b: float, higher_is_better: bool) -> bool:
     return b > a if higher_is_better else b < a
 
 
-def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_columns, seed: int = 0) -> dict[str, Any]:
-    """``test_columns(seed)`` gives the ground truth that each seed's stored predictions are aligned with."""
+def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_columns, preds, seed: int = 0
+              ) -> dict[str, Any]:
+    """``test_columns(seed)`` gives the ground truth that each seed's stored predictions are aligned with;
+    ``preds(artefact)`` a stage's stored predictions (loaded once per report, shared with the validity gates)."""
     metric = prop.trust_metric
     roles, pairs = prop.roles, comparisons(prop.roles)
     out: dict[str, Any] = {}
     strategies = [s for s in STRATEGIES if s in summary]
-    preds_cache: dict[str, dict[str, np.ndarray]] = {}
-
-    def preds(artefact: str) -> dict[str, np.ndarray]:
-        if artefact not in preds_cache:
-            with np.load(Path(cache) / artefact / "preds.npz") as z:
-                preds_cache[artefact] = {k: z[k] for k in z.files}
-        return preds_cache[artefact]
 
     cols_by_seed: dict[int, dict[str, np.ndarray]] = {}
     for strategy in strategies:

@@ -95,7 +95,7 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     def load_meta(artefact: str) -> dict[str, Any]:
         return json.loads((cache / artefact / "meta.json").read_text())
 
-    trust = wts_trust(records, summary, prop, cache, cfg.n_bootstrap, test_columns)
+    trust = wts_trust(records, summary, prop, cache, cfg.n_bootstrap, test_columns, load_preds)
     doc = {"property": prop.name, "trust_metric": prop.trust_metric, "higher_is_better": prop.higher_is_better,
            "metrics": summary, "wts_trust": trust, "collapsed": collapsed_models(records, cache)}
     doc["validity"] = validity.check(prop, records, load_preds, load_meta, test_columns, doc["collapsed"],
