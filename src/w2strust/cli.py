@@ -82,6 +82,9 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
                    help="CPU threads per stage (default: the cores split between the workers; ray: 1)")
     g.add_argument("--executor", default="local", help="local (default) or ray")
     g.add_argument("--ray-address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)")
+    g.add_argument("--ray-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the Ray cluster at --ray-address to answer (default 60)")
+    g.add_argument("--ray-logs", action="store_true", help="show Ray's own log lines (hidden by default)")
     g.add_argument("--retries", type=int, default=2, help="retries of a stage whose worker died (default 2)")
 
 
@@ -93,7 +96,8 @@ def _settings(args) -> dict:
 
 def _execution(args) -> dict:
     return {"workers": args.workers, "threads": args.threads, "per_gpu": args.per_gpu,
-            "executor_name": args.executor, "ray_address": args.ray_address, "retries": args.retries}
+            "executor_name": args.executor, "ray_address": args.ray_address, "retries": args.retries,
+            "ray_timeout": args.ray_timeout, "ray_logs": args.ray_logs}
 
 
 def cmd_run(args) -> None:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import W2SError
 from .cache import StageCache
+from .ray_connect import connect
 from .run_stage import run_stage
 from .stage import Stage
 from .workers import init_local_worker, run_in_local_worker, run_in_ray_task
@@ -51,6 +52,8 @@ class ExecutorOptions:
     threads: int = 0  # CPU threads per stage; 0 = the cores split between workers (ray: 1)
     ray_address: str | None = None  # None: a local Ray (or the one already initialised); "auto" / HOST:PORT
     retries: int = 2  # times a stage is retried after its worker died
+    ray_timeout: float = 60.0  # seconds to wait for a Ray cluster at ray_address to answer
+    ray_logs: bool = False  # show Ray's own log lines (hidden by default)
 
     def check(self) -> None:
         if self.executor not in EXECUTORS:
@@ -58,6 +61,8 @@ class ExecutorOptions:
         if self.workers < (0 if self.executor == "ray" else 1) or self.per_gpu < 1 or self.threads < 0:
             raise W2SError(f"--workers must be >= 1, --per-gpu >= 1 and --threads >= 0; got workers={self.workers}, "
                            f"per_gpu={self.per_gpu}, threads={self.threads}")
+        if not self.ray_timeout > 0:
+            raise W2SError(f"--ray-timeout must be a positive number of seconds; got {self.ray_timeout}")
         if self.retries < 0:
             raise W2SError(f"--retries must be >= 0 (times a stage is retried after its worker died); got "
                            f"{self.retries}")
@@ -301,8 +306,7 @@ class RayExecutor:
         except ImportError:
             raise W2SError("--executor ray needs Ray: pip install -e '.[ray]'") from None
         self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=options.ray_address, log_to_driver=True)
+        connect(ray, options.ray_address, options.ray_timeout, options.ray_logs)
         self.cap = options.workers if options.workers > 1 else 0
         self.threads = options.stage_threads()
         gpus = ray.cluster_resources().get("GPU", 0)
