@@ -306,6 +306,7 @@ def test_sigterm_stops_local_workers_at_once(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert time.time() - started < 30, "SIGTERM waited for the stage in flight"
+    assert err.strip().splitlines()[-1].startswith("w2strust: terminated"), err  # no multiprocessing warning after it
     time.sleep(1)
     assert not [w for w in workers if _alive(w)], "a worker process outlived the run"
 
