@@ -391,3 +391,50 @@ def test_bad_study_file(content, needle, filled, capsys, tmp_path):
 def test_negative_retries_are_refused(filled, capsys):
     run_bad(["run", "fairness", *SMOKE, "--retries", "-1", "--out", str(filled[0])], filled, capsys,
             "--retries must be >= 0")
+
+
+# ------------------------------------------------------------------ large grids (issue 19)
+def _grid_study(tmp_path: Path, keys: int) -> Path:
+    """fairness (smoke) over `keys` config keys x 10 values: 10**keys runs."""
+    values = [round(0.1 * i, 1) for i in range(1, 11)]
+    lines = ["properties: [fairness]", "preset: smoke"]
+    lines += [f"{k}: {values}" for k in ("lambda_wts", "lambda_weak", "alpha_max")[:keys]]
+    if keys > 3:
+        lines.append(f"weak_train: {{lr: {[v / 1000 for v in values]}}}")
+    path = tmp_path / f"grid{keys}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_study_of_over_1000_stages_asks_for_yes_before_training(filled, capsys, tmp_path):
+    capsys.readouterr()
+    rc = main(["study", str(_grid_study(tmp_path, 3)), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.split("\r")[-1]  # after the planning bar, which clears itself
+    line = assert_one_line_error(rc, err, 2, "1,233 stages to train (0 cached), more than 1,000")
+    assert "--dry-run" in line and "--yes" in line
+    assert not (tmp_path / "o" / "cache").exists() or not any((tmp_path / "o" / "cache").glob("*-*"))
+
+
+def test_yes_lets_a_large_plan_train(filled, capsys, monkeypatch, tmp_path):
+    from w2strust.engine import scheduler
+
+    monkeypatch.setattr(scheduler, "CONFIRM_ABOVE", 3)  # a 4-stage run stands in for a large one
+    argv = ["run", "fairness", *SMOKE, "--strategies", "no_tft", "--out", str(tmp_path / "o")]
+    line = assert_one_line_error(main(argv), capsys.readouterr().err, 2, "4 stages to train (0 cached), more than 3")
+    assert "--yes" in line
+    assert main([*argv, "--yes"]) == 0
+    assert len(list((tmp_path / "o" / "cache").glob("*/meta.json"))) == 4
+    assert main(argv) == 0  # all cached now: nothing to confirm
+
+
+def test_an_interrupted_dry_run_says_nothing_trained(tmp_path):
+    cmd = [sys.executable, "-m", "w2strust.cli", "study", str(_grid_study(tmp_path, 4)), "--out",
+           str(tmp_path / "o"), "--dry-run"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    time.sleep(3)  # importing, or planning 10,000 runs
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "w2strust: interrupted; nothing was trained (this command trains nothing)."

@@ -28,6 +28,7 @@ from .stage import Stage
 from .workers import init_local_worker, run_in_local_worker, run_in_ray_task
 
 EXECUTORS = ("local", "ray")
+CONFIRM_ABOVE = 1000  # stages to train: more than this needs `yes` (--yes), after a look with --dry-run
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ExecutorOptions:
     retries: int = 2  # times a stage is retried after its worker died
     ray_timeout: float = 60.0  # seconds to wait for a Ray cluster at ray_address to answer
     ray_logs: bool = False  # show Ray's own log lines (hidden by default)
+    yes: bool = False  # train more than CONFIRM_ABOVE stages
 
     def check(self) -> None:
         if self.executor not in EXECUTORS:
@@ -103,9 +105,12 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
     cache.clean_stale()
     log = StageLog(log_path)
     done = {k for k, j in by_key.items() if cache.problem(j.stage.dirname, j.needs) is None}
+    pending = [k for k in by_key if k not in done]  # in planning order (weak models first)
+    if len(pending) > CONFIRM_ABOVE and not options.yes:
+        raise W2SError(f"{len(pending):,} stages to train ({len(done):,} cached), more than {CONFIRM_ABOVE:,}: "
+                       f"check the plan and its time with --dry-run, then run again with --yes")
     for k in done:
         log.write("cached", by_key[k])
-    pending = [k for k in by_key if k not in done]  # in planning order (weak models first)
     attempts: dict[str, int] = {}
     trained: list[dict[str, Any]] = []
     if not pending:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..config.build import build_config
 from ..config.schema import ExperimentConfig, load_yaml, save_yaml
 from ..engine.cache import StageCache
@@ -201,7 +203,8 @@ def study_jobs(runs: list[StudyRun], threads: int | None = None):
     threads per stage of the executor (``ExecutorOptions.stage_threads``; part of a CPU stage's key)."""
     jobs: dict[str, Job] = {}
     stubs: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
+    # a bar for large grids (10,000 runs plan in seconds; the count shows before the first stage is hashed)
+    for r in tqdm(runs, desc="planning", unit="run", disable=len(runs) < 500, leave=False, dynamic_ncols=True):
         planned, stubs[r.dir] = plan_jobs(r.cfg, threads)
         for j in planned:
             jobs.setdefault(j.key, j)
