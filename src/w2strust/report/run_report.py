@@ -14,7 +14,7 @@ from .. import properties
 from ..config.build import build_config
 from ..config.schema import load_yaml
 from ..errors import W2SError
-from ..io import atomic_write_json, atomic_write_text, save_figure
+from ..io import artefact_problem, atomic_write_json, atomic_write_text, save_figure
 from . import validity
 from .results import collapsed_models, fmt, load_results, summarise, wts_trust
 from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot, strategies_in
@@ -72,15 +72,30 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     """Write ``summary.json``, ``report.md`` and ``figure2.png`` for a finished run folder."""
     run_dir = Path(run_dir)
     records = load_results(run_dir)
-    cfg_dict = load_yaml(run_dir / "config.yaml")
-    prop = properties.get(cfg_dict["property"])
-    cfg = build_config(cfg_dict["property"], overrides={k: v for k, v in cfg_dict.items() if k != "property"})
+    cfg_path = run_dir / "config.yaml"
+    cfg_dict = load_yaml(cfg_path)
+    if not isinstance(cfg_dict.get("property"), str):
+        raise W2SError(f"{cfg_path} names no property: it is not the config.yaml w2strust wrote for this run "
+                       f"(damaged or replaced); restore it, or rerun the run's command")
+    try:
+        prop = properties.get(cfg_dict["property"])
+        cfg = build_config(cfg_dict["property"], overrides={k: v for k, v in cfg_dict.items() if k != "property"})
+    except W2SError as e:
+        raise W2SError(f"{cfg_path}: {e}") from None
     cache = Path(cache) if cache else run_cache(run_dir)
-    missing = [r["artefact"] for r in records if not (cache / r["artefact"] / "preds.npz").is_file()]
-    if missing:  # a summary without its tests and warnings would be worse than the one already there
-        raise W2SError(f"the predictions of {len(set(missing))} model(s) are not in {cache} (e.g. "
-                       f"{cache / missing[0] / 'preds.npz'}); pass the cache the run used with --cache DIR, or rerun "
-                       f"the run's command to train them again. Nothing in {run_dir} was changed")
+    # every artefact whole (its manifest's sizes and hashes) before anything is read or written: a summary without
+    # its tests and warnings, or from damaged predictions, would be worse than the one already there
+    problems = {a: artefact_problem(cache / a, ("preds.npz",)) for a in dict.fromkeys(r["artefact"] for r in records)}
+    problems = {a: p for a, p in problems.items() if p}
+    if problems:
+        if all(p == "missing" for p in problems.values()):
+            first = next(iter(problems))
+            raise W2SError(f"the predictions of {len(problems)} model(s) are not in {cache} (e.g. "
+                           f"{cache / first / 'preds.npz'}); pass the cache the run used with --cache DIR, or rerun "
+                           f"the run's command to train them again. Nothing in {run_dir} was changed")
+        first = next(p for p in problems.values() if p != "missing")
+        raise W2SError(f"{len(problems)} model artefact(s) in {cache} are damaged or missing ({first}); rerun the "
+                       f"run's command, which retrains them. Nothing in {run_dir} was changed")
     summary = summarise(records)
 
     @functools.cache
