@@ -292,8 +292,8 @@ def test_sigterm_stops_local_workers_at_once(tmp_path):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "w2strust.cli", "run", "fairness", *SMOKE, "--strategies", "weak_tft", "--workers",
            "2", "--threads", "1", "--set", "weak_train.epochs=400", "--out", str(out)]  # a weak stage of minutes
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # bars on: their lock once leaked a semaphore
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and "start" not in (
             (out / "stages.log").read_text() if (out / "stages.log").exists() else ""):
@@ -306,7 +306,7 @@ def test_sigterm_stops_local_workers_at_once(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert time.time() - started < 30, "SIGTERM waited for the stage in flight"
-    assert err.strip().splitlines()[-1].startswith("w2strust: terminated"), err  # no multiprocessing warning after it
+    assert err.strip().splitlines()[-1].startswith("w2strust: terminated"), err[-600:]  # no "leaked semaphore" after
     time.sleep(1)
     assert not [w for w in workers if _alive(w)], "a worker process outlived the run"
 
