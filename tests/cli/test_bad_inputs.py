@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from w2strust.cli import main
 
@@ -367,7 +368,9 @@ def test_report_finds_the_cache_the_run_used_and_never_writes_a_worse_summary(fi
     ("", "holds no records"),
     ('{"strategy": "no_tft", "role": "weak", "seed": 0, "metrics": {"dpd": 0.1}}\n{"strategy": "no_t', "line 2 is not"),
     ('{"a": 1}\n', "line 1 is not a w2strust result record"),
-], ids=["empty", "cut-off", "foreign"])
+    ('{"strategy": "no_tft", "role": "we;k", "seed": 0, "artefact": "x", "metrics": {}}\n', "line 1: role 'we;k'"),
+    ('{"strategy": "no_tft", "role": "weak", "seed": "0", "artefact": "x", "metrics": {}}\n', "seed '0' is not"),
+], ids=["empty", "cut-off", "foreign", "unknown-role", "seed-string"])
 def test_report_of_a_damaged_results_file_names_it(content, needle, filled, capsys, tmp_path):
     out, _ = filled
     run = tmp_path / "run"
@@ -438,3 +441,16 @@ def test_an_interrupted_dry_run_says_nothing_trained(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "w2strust: interrupted; nothing was trained (this command trains nothing)."
+
+
+def test_report_refuses_a_config_that_does_not_match_the_cached_models(filled, capsys, tmp_path):
+    """A truncated or edited config.yaml would rebuild other test rows (preset defaults): refused, nothing changed."""
+    out, _ = filled
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("cache"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["n_test"] = 77
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = snapshot(run)
+    line = run_bad(["report", str(run), "--cache", str(out / "cache")], filled, capsys, "does not describe the models")
+    assert "n_test': 77" in line and snapshot(run) == before
