@@ -97,10 +97,12 @@ def configure(property: str, preset: str | None = "quick", overrides: dict[str, 
 
 
 def executor(workers: int = 1, threads: int = 0, per_gpu: int = 1, executor_name: str = "local",
-             ray_address: str | None = None, retries: int = 2) -> ExecutorOptions:
+             ray_address: str | None = None, retries: int = 2, ray_timeout: float = 60.0,
+             ray_logs: bool = False, yes: bool = False) -> ExecutorOptions:
     """How stages are run (see README "Executors"), checked."""
     opts = ExecutorOptions(executor=executor_name, workers=workers, per_gpu=per_gpu, threads=threads,
-                           ray_address=ray_address, retries=retries)
+                           ray_address=ray_address, retries=retries, ray_timeout=ray_timeout, ray_logs=ray_logs,
+                           yes=yes)
     opts.check()
     return opts
 
@@ -140,13 +142,14 @@ def run(property: str, preset: str | None = "quick", *, seeds: list[int] | str |
         config_file: str | Path | None = None, data_dir: str | Path | None = None, device: str | None = None,
         precision: str | None = None, log: str | None = None, out: str | Path | None = None,
         cache: str | Path | None = None, workers: int = 1, threads: int = 0, per_gpu: int = 1,
-        executor_name: str = "local", ray_address: str | None = None, retries: int = 2) -> Results:
+        executor_name: str = "local", ray_address: str | None = None, retries: int = 2, ray_timeout: float = 60.0,
+        ray_logs: bool = False, yes: bool = False) -> Results:
     """Train the weak, WTS and ceiling models of one property under every strategy and seed (what the cache does
     not hold yet), write ``results.jsonl``, ``summary.json``, ``report.md`` and the figures into ``out`` (default
     ``runs/<property>-<preset>``), and return the results."""
     cfg = configure(property, preset, overrides, config_file, seeds=seeds, strategies=strategies, data_dir=data_dir,
                  device=device, precision=precision, log=log)
-    options = executor(workers, threads, per_gpu, executor_name, ray_address, retries)
+    options = executor(workers, threads, per_gpu, executor_name, ray_address, retries, ray_timeout, ray_logs, yes)
     out_dir = Path(out or f"runs/{cfg.property}-{cfg.preset}")
     cache_dir = Path(cache) if cache else None
     _check_outputs(out_dir, cache_dir)
@@ -163,6 +166,7 @@ def study(spec: str | Path | dict[str, Any] | None = None, *, properties: list[s
           device: str | None = None, precision: str | None = None, log: str | None = None,
           out: str | Path | None = None, cache: str | Path | None = None, workers: int = 1, threads: int = 0,
           per_gpu: int = 1, executor_name: str = "local", ray_address: str | None = None, retries: int = 2,
+          ray_timeout: float = 60.0, ray_logs: bool = False, yes: bool = False,
           dry_run: bool = False) -> StudyResults | str:
     """Run a study (a YAML file or the same mapping as a dict; README "Studies") as one stage graph into ``out``
     (default ``runs/<file name>``), and return its results. ``dry_run``: plan only, and return the text that
@@ -172,7 +176,7 @@ def study(spec: str | Path | dict[str, Any] | None = None, *, properties: list[s
     names = ",".join(properties) if isinstance(properties, list) else properties
     cli = _overrides(overrides, seeds=seeds, strategies=strategies, data_dir=data_dir, device=device,
                      precision=precision, log=log)
-    options = executor(workers, threads, per_gpu, executor_name, ray_address, retries)
+    options = executor(workers, threads, per_gpu, executor_name, ray_address, retries, ray_timeout, ray_logs, yes)
     study_file = str(spec) if isinstance(spec, (str, Path)) else None
     _, runs = load_study(spec, names, preset, cli)  # validates every config first
     name = Path(study_file).stem if study_file else f"study-{runs[0].cfg.preset}"

@@ -82,7 +82,12 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
                    help="CPU threads per stage (default: the cores split between the workers; ray: 1)")
     g.add_argument("--executor", default="local", help="local (default) or ray")
     g.add_argument("--ray-address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)")
+    g.add_argument("--ray-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the Ray cluster at --ray-address to answer (default 60)")
+    g.add_argument("--ray-logs", action="store_true", help="show Ray's own log lines (hidden by default)")
     g.add_argument("--retries", type=int, default=2, help="retries of a stage whose worker died (default 2)")
+    g.add_argument("--yes", action="store_true",
+                   help="train even when more than 1,000 stages are missing (look first with `study --dry-run`)")
 
 
 def _settings(args) -> dict:
@@ -93,7 +98,8 @@ def _settings(args) -> dict:
 
 def _execution(args) -> dict:
     return {"workers": args.workers, "threads": args.threads, "per_gpu": args.per_gpu,
-            "executor_name": args.executor, "ray_address": args.ray_address, "retries": args.retries}
+            "executor_name": args.executor, "ray_address": args.ray_address, "retries": args.retries,
+            "ray_timeout": args.ray_timeout, "ray_logs": args.ray_logs, "yes": args.yes}
 
 
 def cmd_run(args) -> None:
@@ -239,6 +245,7 @@ def _report_bug(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every failure ends as one ``w2strust: error: ...`` line on stderr (see the exit codes above)."""
+    _ARGS.clear()
     previous = signal.getsignal(signal.SIGTERM)
     in_main_thread = True
     try:
@@ -252,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        print(f"\nw2strust: {what}; finished stages are cached, run the same command again to resume.",
-              file=sys.stderr)
+        if _ARGS and _ARGS[-1].cmd in ("run", "study", "sweep") and not getattr(_ARGS[-1], "dry_run", False):
+            print(f"\nw2strust: {what}; finished stages are cached, run the same command again to resume.",
+                  file=sys.stderr)
+        else:  # a dry run, a report, a listing: nothing trains, and every file is written atomically
+            print(f"\nw2strust: {what}; nothing was trained (this command trains nothing).", file=sys.stderr)
         return EXIT_TERM if isinstance(e, Terminated) else EXIT_INT
     except SystemExit as e:  # --help, or a library calling sys.exit
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USER)
@@ -274,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+_ARGS: list[argparse.Namespace] = []  # the parsed command line, for the message after an interrupt
 
 
 def _main(argv: list[str] | None) -> int:
@@ -321,6 +334,7 @@ def _main(argv: list[str] | None) -> int:
     _config_args(p)
     p.set_defaults(fn=cmd_data)
     args = parser.parse_args(argv)
+    _ARGS.append(args)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers

@@ -349,9 +349,52 @@ def model_config(name: str):
 
 
 def check(name: str, task: str) -> None:
-    """Before any training: the model can be obtained (materialised, found in the HF cache or on the Hub) and its
-    architecture serves ``task``."""
+    """Before any training: the model can be obtained (materialised, found in the HF cache or on the Hub), its
+    architecture serves ``task``, and a folder's weight files are whole."""
     require_task(name, model_config(name).model_type, task)
+    spec = get_spec(name)
+    if spec.source in ("local", "bundled"):
+        check_weights(Path(model_path(name)), name)
+
+
+def check_weights(folder: Path, name: str) -> None:
+    """The weight files of a model folder are whole, read from their headers (no tensor is loaded): every
+    safetensors header parses and its tensors lie inside the file (safetensors' own check), every shard a
+    ``*.index.json`` names exists, a ``pytorch_model.bin`` zip archive has its central directory. A truncated
+    or damaged file fails here, in one line, instead of in the first stage that loads it."""
+    from safetensors import SafetensorError, safe_open
+
+    fix = "copy the folder again, or save it again with model.save_pretrained(folder)"
+    weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if not weights:
+        raise W2SError(f"model '{name}': {folder} holds no weights (model.safetensors or pytorch_model.bin); {fix}")
+    for index in sorted(folder.glob("*.index.json")):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise W2SError(f"model '{name}': {index} is not a readable shard index ({e}); {fix}") from None
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise W2SError(f"model '{name}': {index.name} names shards missing from {folder}: "
+                           f"{', '.join(missing[:3])}; {fix}")
+    for f in weights:
+        try:
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), "pt") as st:
+                    st.keys()
+            else:
+                with open(f, "rb") as fh:
+                    zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's zip format (an old pickle: left to torch)
+                if zipped:
+                    with zipfile.ZipFile(f) as z:  # reads the central directory at the end: gone if truncated
+                        z.infolist()
+        except (SafetensorError, OSError, ValueError, zipfile.BadZipFile) as e:
+            raise W2SError(f"model '{name}': weight file {f} is damaged or truncated ({_first_line(e)}, "
+                           f"{f.stat().st_size:,} bytes); {fix}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
 # ---------------------------------------------------------------- a model in a stage key, and its provenance

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from w2strust.cli import main
 
@@ -292,8 +293,8 @@ def test_sigterm_stops_local_workers_at_once(tmp_path):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "w2strust.cli", "run", "fairness", *SMOKE, "--strategies", "weak_tft", "--workers",
            "2", "--threads", "1", "--set", "weak_train.epochs=400", "--out", str(out)]  # a weak stage of minutes
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}  # bars on: their lock once leaked a semaphore
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None and "start" not in (
             (out / "stages.log").read_text() if (out / "stages.log").exists() else ""):
@@ -306,6 +307,7 @@ def test_sigterm_stops_local_workers_at_once(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert time.time() - started < 30, "SIGTERM waited for the stage in flight"
+    assert err.strip().splitlines()[-1].startswith("w2strust: terminated"), err[-600:]  # no "leaked semaphore" after
     time.sleep(1)
     assert not [w for w in workers if _alive(w)], "a worker process outlived the run"
 
@@ -366,7 +368,9 @@ def test_report_finds_the_cache_the_run_used_and_never_writes_a_worse_summary(fi
     ("", "holds no records"),
     ('{"strategy": "no_tft", "role": "weak", "seed": 0, "metrics": {"dpd": 0.1}}\n{"strategy": "no_t', "line 2 is not"),
     ('{"a": 1}\n', "line 1 is not a w2strust result record"),
-], ids=["empty", "cut-off", "foreign"])
+    ('{"strategy": "no_tft", "role": "we;k", "seed": 0, "artefact": "x", "metrics": {}}\n', "line 1: role 'we;k'"),
+    ('{"strategy": "no_tft", "role": "weak", "seed": "0", "artefact": "x", "metrics": {}}\n', "seed '0' is not"),
+], ids=["empty", "cut-off", "foreign", "unknown-role", "seed-string"])
 def test_report_of_a_damaged_results_file_names_it(content, needle, filled, capsys, tmp_path):
     out, _ = filled
     run = tmp_path / "run"
@@ -390,3 +394,63 @@ def test_bad_study_file(content, needle, filled, capsys, tmp_path):
 def test_negative_retries_are_refused(filled, capsys):
     run_bad(["run", "fairness", *SMOKE, "--retries", "-1", "--out", str(filled[0])], filled, capsys,
             "--retries must be >= 0")
+
+
+# ------------------------------------------------------------------ large grids (issue 19)
+def _grid_study(tmp_path: Path, keys: int) -> Path:
+    """fairness (smoke) over `keys` config keys x 10 values: 10**keys runs."""
+    values = [round(0.1 * i, 1) for i in range(1, 11)]
+    lines = ["properties: [fairness]", "preset: smoke"]
+    lines += [f"{k}: {values}" for k in ("lambda_wts", "lambda_weak", "alpha_max")[:keys]]
+    if keys > 3:
+        lines.append(f"weak_train: {{lr: {[v / 1000 for v in values]}}}")
+    path = tmp_path / f"grid{keys}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_study_of_over_1000_stages_asks_for_yes_before_training(filled, capsys, tmp_path):
+    capsys.readouterr()
+    rc = main(["study", str(_grid_study(tmp_path, 3)), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.split("\r")[-1]  # after the planning bar, which clears itself
+    line = assert_one_line_error(rc, err, 2, "1,233 stages to train (0 cached), more than 1,000")
+    assert "--dry-run" in line and "--yes" in line
+    assert not (tmp_path / "o" / "cache").exists() or not any((tmp_path / "o" / "cache").glob("*-*"))
+
+
+def test_yes_lets_a_large_plan_train(filled, capsys, monkeypatch, tmp_path):
+    from w2strust.engine import scheduler
+
+    monkeypatch.setattr(scheduler, "CONFIRM_ABOVE", 3)  # a 4-stage run stands in for a large one
+    argv = ["run", "fairness", *SMOKE, "--strategies", "no_tft", "--out", str(tmp_path / "o")]
+    line = assert_one_line_error(main(argv), capsys.readouterr().err, 2, "4 stages to train (0 cached), more than 3")
+    assert "--yes" in line
+    assert main([*argv, "--yes"]) == 0
+    assert len(list((tmp_path / "o" / "cache").glob("*/meta.json"))) == 4
+    assert main(argv) == 0  # all cached now: nothing to confirm
+
+
+def test_an_interrupted_dry_run_says_nothing_trained(tmp_path):
+    cmd = [sys.executable, "-m", "w2strust.cli", "study", str(_grid_study(tmp_path, 4)), "--out",
+           str(tmp_path / "o"), "--dry-run"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    time.sleep(3)  # importing, or planning 10,000 runs
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "w2strust: interrupted; nothing was trained (this command trains nothing)."
+
+
+def test_report_refuses_a_config_that_does_not_match_the_cached_models(filled, capsys, tmp_path):
+    """A truncated or edited config.yaml would rebuild other test rows (preset defaults): refused, nothing changed."""
+    out, _ = filled
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("cache"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["n_test"] = 77
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = snapshot(run)
+    line = run_bad(["report", str(run), "--cache", str(out / "cache")], filled, capsys, "does not describe the models")
+    assert "n_test': 77" in line and snapshot(run) == before

@@ -61,8 +61,12 @@ def test_curves_move_keys_together_and_refuse_two_independent_settings(tmp_path)
     assert doc["keys"] == ["lambda_weak", "lambda_wts"]
     mixed = [_fake_run(tmp_path / "m1", {"lambda_wts": 1.0, "alpha_max": 0.1}, lambda c, s, k: 0.1),
              _fake_run(tmp_path / "m2", {"lambda_wts": 2.0, "alpha_max": 0.3}, lambda c, s, k: 0.1)]
-    with pytest.raises(W2SError, match="also in"):
+    with pytest.raises(W2SError, match="also in") as e:
         write_curves(mixed, tmp_path / "o2")
+    assert str(e.value).endswith("(pass only the folders of one sweep, where nothing but alpha_max varies)")
+    with pytest.raises(W2SError, match="also in") as e:  # --key given: no advice to give --key
+        write_curves(mixed, tmp_path / "o3", "lambda_wts")
+    assert str(e.value).endswith("(pass only folders that differ in lambda_wts, the --key given)")
 
 
 def test_model_size_curve_uses_the_strong_models_parameter_count(tmp_path, capsys):

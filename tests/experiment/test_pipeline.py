@@ -162,6 +162,15 @@ def test_data_command_prints_sizes_not_text(capsys):
     assert "workclass" not in out
 
 
+def _rerecord(stage_dir, name: str) -> None:
+    """Record a deliberately replaced artefact file in its stage's manifest (as if the stage had written it)."""
+    from w2strust.io import sha256
+
+    meta = json.loads((stage_dir / "meta.json").read_text())
+    meta["files"][name] = {"size": (stage_dir / name).stat().st_size, "sha256": sha256(stage_dir / name)}
+    (stage_dir / "meta.json").write_text(json.dumps(meta))
+
+
 def test_report_flags_a_collapsed_model(fair_run, tmp_path):
     import numpy as np
 
@@ -178,6 +187,8 @@ def test_report_flags_a_collapsed_model(fair_run, tmp_path):
     healthy = next(r for r in records if r["strategy"] == "no_tft" and r["role"] == "weak")
     mixed = np.tile([[0.9, 0.1], [0.2, 0.8]], (len(prob), 1))[: len(prob)]
     np.savez_compressed(out / "cache" / healthy["artefact"] / "preds.npz", prob=mixed)
+    for artefact in (victim["artefact"], healthy["artefact"]):  # re-record them, or the report refuses them
+        _rerecord(out / "cache" / artefact, "preds.npz")
     doc = write_report(out)
     assert {"strategy": "weak_wts_tft", "role": "wts_aux", "seed": 0, "class": 0} in doc["collapsed"]
     assert not any(c["strategy"] == "no_tft" and c["role"] == "weak" for c in doc["collapsed"])

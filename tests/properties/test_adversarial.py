@@ -208,3 +208,36 @@ def test_adversarial_smoke_run_end_to_end(adv_run):
         summary["trust_metric"] == "adv_accuracy"
         and summary["wts_trust"]["no_tft"]["significant"] is not None
     )
+
+
+def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_path, monkeypatch):
+    """Stages of several seeds start together in parallel workers: one builds the set, the others wait for it."""
+    import threading
+    import time as _time
+
+    from w2strust.properties import adversarial_data
+
+    calls = []
+
+    def fake_generate(data_dir, spec, folder, device):
+        calls.append(spec["attack_seed"])
+        _time.sleep(0.5)  # long enough for the other callers to arrive while it runs
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {"text": "a", "text_adv": "b", "label": 1, "method": "charbug", "task": "sst2", "source": 0,
+               "words_changed": 1, "status": "success"}
+        (folder / "triplets.jsonl").write_text(json.dumps(row) + "\n")
+        (folder / "stats.json").write_text("{}")
+
+    monkeypatch.setattr(adversarial_data, "_generate", fake_generate)
+    monkeypatch.setattr(adversarial_data, "cache_root", lambda: tmp_path)
+    settings = {k: 0 for k in ("surrogate", "surrogate_train", "n_surrogate", "n_attack", "methods", "max_frac",
+                               "max_words", "char_candidates", "neighbour_model", "neighbours", "min_similarity",
+                               "attack_seed")}
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(adversarial_data.generated_sst2(None, settings)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [0] and len(out) == 3 and all(len(ds) == 1 for ds, _ in out)

@@ -94,3 +94,43 @@ def test_hub_provenance_names_the_cached_snapshot(monkeypatch):
     assert models.provenance("sentence-transformers/all-MiniLM-L6-v2") == {
         "name": "sentence-transformers/all-MiniLM-L6-v2", "source": "hub",
         "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "revision": "0123abc"}
+
+
+def _cut(path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda d: _cut(d / "model.safetensors"), "weight file .*model.safetensors is damaged or truncated"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 4), "model.safetensors is damaged or truncated"),
+    (lambda d: (d / "model.safetensors").unlink(), "holds no weights"),
+    (lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "model-00002.safetensors"}}'),
+     "names shards missing .*model-00002.safetensors"),
+], ids=["truncated", "garbage", "no-weights", "missing-shard"])
+def test_damaged_weights_are_refused_before_training(bert_folder, tmp_path, capsys, damage, needle):
+    """A local folder whose weights are cut off fails in one line (exit 2) before any stage trains."""
+    from w2strust.cli import main
+
+    folder = shutil.copytree(bert_folder, tmp_path / "model")
+    damage(folder)
+    with pytest.raises(W2SError, match=needle):
+        models.check(str(folder), "classification")
+    out = tmp_path / "o"
+    capsys.readouterr()
+    rc = main(["run", "fairness", "--preset", "smoke", "--set", f"strong_model={folder}", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("w2strust: error: model '") and "save_pretrained" in err[0]
+    assert not (out / "cache").exists() or not any((out / "cache").glob("*/meta.json"))  # nothing trained
+
+
+def test_a_whole_torch_bin_passes_and_a_cut_one_does_not(bert_folder, tmp_path):
+    import torch
+
+    folder = shutil.copytree(bert_folder, tmp_path / "model")
+    (folder / "model.safetensors").unlink()
+    torch.save({"w": torch.zeros(64, 64)}, folder / "pytorch_model.bin")
+    models.check_weights(folder, "m")
+    _cut(folder / "pytorch_model.bin", 0.6)
+    with pytest.raises(W2SError, match="pytorch_model.bin is damaged or truncated"):
+        models.check_weights(folder, "m")

@@ -162,9 +162,9 @@ def _coerce(value: Any, current: Any, key: str, elem_type: type | None = None) -
                 return int(value)
             return int(value) if isinstance(value, (int, float)) else int(str(value))
         if current is None or isinstance(current, str):
-            if isinstance(value, (dict, list)):
-                raise ValueError
-            return None if value in (None, "", "null", "None") else str(value)
+            if isinstance(value, (dict, list)) or (value is None and current is not None):
+                raise ValueError  # a key with a string default (device, precision, a model) is never empty
+            return None if value in (None, "", "null", "None") and current is None else str(value)
     except (TypeError, ValueError, OverflowError):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         kind = {"bool": "true/false", "int": "an integer", "float": "a number", "list": "a comma-separated list",

@@ -22,7 +22,6 @@ BeeGFS and GPFS provide it).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -35,17 +34,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_json
-
-HASHED_BYTES = 256 * 2**20  # files up to this size are checked by sha256 on every use; larger ones by size
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
+from ..io import artefact_problem, atomic_write_json, sha256
 
 
 def manifest(folder: Path) -> dict[str, dict[str, Any]]:
@@ -69,34 +58,10 @@ class StageCache:
     def problem(self, dirname: str, required: tuple[str, ...] = ()) -> str | None:
         """``None`` if the stage is complete and intact; else one line naming the damaged path.
         A stage that was never written gives ``"missing"``."""
-        folder = self.path(dirname)
-        meta_path = folder / "meta.json"
-        if not folder.is_dir():
-            return "missing"
-        if not meta_path.is_file():
-            return f"{meta_path} is missing"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            return f"{meta_path} is not valid JSON ({type(e).__name__})"
-        if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict) or "metrics" not in meta:
-            return f"{meta_path} has no file manifest or metrics (written by an older w2strust or damaged)"
-        for name in required:
-            if name not in meta["files"]:
-                return f"{folder / name} is missing"
-        if dirname in self._verified:
-            return None
-        for name, want in meta["files"].items():
-            p = folder / name
-            if not p.is_file():
-                return f"{p} is missing"
-            size = p.stat().st_size
-            if size != want.get("size"):
-                return f"{p} has {size} bytes, {want.get('size')} expected (truncated or overwritten)"
-            if size <= HASHED_BYTES and sha256(p) != want.get("sha256"):
-                return f"{p} does not match its recorded sha256 (damaged)"
-        self._verified.add(dirname)
-        return None
+        problem = artefact_problem(self.path(dirname), required, verify_files=dirname not in self._verified)
+        if problem is None:
+            self._verified.add(dirname)
+        return problem
 
     def load_meta(self, dirname: str) -> dict[str, Any]:
         return json.loads((self.path(dirname) / "meta.json").read_text())

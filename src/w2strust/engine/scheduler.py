@@ -22,11 +22,13 @@ from tqdm.auto import tqdm
 
 from ..errors import W2SError
 from .cache import StageCache
+from .ray_connect import connect
 from .run_stage import run_stage
 from .stage import Stage
 from .workers import init_local_worker, run_in_local_worker, run_in_ray_task
 
 EXECUTORS = ("local", "ray")
+CONFIRM_ABOVE = 1000  # stages to train: more than this needs `yes` (--yes), after a look with --dry-run
 
 
 @dataclass
@@ -51,6 +53,9 @@ class ExecutorOptions:
     threads: int = 0  # CPU threads per stage; 0 = the cores split between workers (ray: 1)
     ray_address: str | None = None  # None: a local Ray (or the one already initialised); "auto" / HOST:PORT
     retries: int = 2  # times a stage is retried after its worker died
+    ray_timeout: float = 60.0  # seconds to wait for a Ray cluster at ray_address to answer
+    ray_logs: bool = False  # show Ray's own log lines (hidden by default)
+    yes: bool = False  # train more than CONFIRM_ABOVE stages
 
     def check(self) -> None:
         if self.executor not in EXECUTORS:
@@ -58,6 +63,8 @@ class ExecutorOptions:
         if self.workers < (0 if self.executor == "ray" else 1) or self.per_gpu < 1 or self.threads < 0:
             raise W2SError(f"--workers must be >= 1, --per-gpu >= 1 and --threads >= 0; got workers={self.workers}, "
                            f"per_gpu={self.per_gpu}, threads={self.threads}")
+        if not self.ray_timeout > 0:
+            raise W2SError(f"--ray-timeout must be a positive number of seconds; got {self.ray_timeout}")
         if self.retries < 0:
             raise W2SError(f"--retries must be >= 0 (times a stage is retried after its worker died); got "
                            f"{self.retries}")
@@ -98,9 +105,12 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
     cache.clean_stale()
     log = StageLog(log_path)
     done = {k for k, j in by_key.items() if cache.problem(j.stage.dirname, j.needs) is None}
+    pending = [k for k in by_key if k not in done]  # in planning order (weak models first)
+    if len(pending) > CONFIRM_ABOVE and not options.yes:
+        raise W2SError(f"{len(pending):,} stages to train ({len(done):,} cached), more than {CONFIRM_ABOVE:,}: "
+                       f"check the plan and its time with --dry-run, then run again with --yes")
     for k in done:
         log.write("cached", by_key[k])
-    pending = [k for k in by_key if k not in done]  # in planning order (weak models first)
     attempts: dict[str, int] = {}
     trained: list[dict[str, Any]] = []
     if not pending:
@@ -301,8 +311,7 @@ class RayExecutor:
         except ImportError:
             raise W2SError("--executor ray needs Ray: pip install -e '.[ray]'") from None
         self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=options.ray_address, log_to_driver=True)
+        connect(ray, options.ray_address, options.ray_timeout, options.ray_logs)
         self.cap = options.workers if options.workers > 1 else 0
         self.threads = options.stage_threads()
         gpus = ray.cluster_resources().get("GPU", 0)

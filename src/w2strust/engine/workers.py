@@ -17,6 +17,14 @@ def init_local_worker(slots, devices: list[str], threads: int) -> None:
     _SLOT.update(index=slot, device=devices[slot], threads=threads)
     os.environ["TQDM_POSITION"] = str(slot + 1)  # row 0 is the study's overall bar
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import threading
+
+    from tqdm import tqdm
+
+    # tqdm's default write lock holds a multiprocessing semaphore, created in this worker and shared with no other
+    # process; a worker terminated at Ctrl-C / SIGTERM leaves it behind, and Python's resource tracker then
+    # prints "leaked semaphore objects" after w2strust's last line. A thread lock does the same job here.
+    tqdm.set_lock(threading.RLock())
     import torch
 
     torch.set_num_threads(threads)

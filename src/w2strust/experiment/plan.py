@@ -45,6 +45,8 @@ class StagePlanner:
         self.device: torch.device = resolve_device(cfg.device)
         self.threads = threads
         self._data: dict[str, Any] | None = None
+        self._train = {"weak": asdict(cfg.weak_train), "strong": asdict(cfg.strong_train)}  # once: asdict is slow
+        self._stages: dict[tuple, Stage] = {}  # strategies share stages: each is built and hashed once per run
 
     def data_spec(self) -> dict[str, Any]:
         """What every stage of the run shares: the data settings and files, the precision, the property's semantics."""
@@ -63,23 +65,31 @@ class StagePlanner:
                 **cpu_threads(self.device, self.threads)}
 
     def weak(self, seed: int, lam: float) -> Stage:
-        cfg = self.cfg
-        return Stage("weak", seed, {**self.data_spec(), "model": models.stage_id(cfg.weak_model),
-                                    "train": asdict(cfg.weak_train), "lambda": lam, **self.loop()})
+        if ("weak", seed, lam) not in self._stages:
+            self._stages["weak", seed, lam] = Stage("weak", seed, {
+                **self.data_spec(), "model": models.stage_id(self.cfg.weak_model), "train": dict(self._train["weak"]),
+                "lambda": lam, **self.loop()})
+        return self._stages["weak", seed, lam]
 
     def ceiling(self, seed: int, lam: float) -> Stage:
-        cfg = self.cfg
-        return Stage("ceiling", seed, {**self.data_spec(), "model": models.stage_id(cfg.strong_model),
-                                       "train": asdict(cfg.strong_train), "lambda": lam, **self.loop()})
+        if ("ceiling", seed, lam) not in self._stages:
+            self._stages["ceiling", seed, lam] = Stage("ceiling", seed, {
+                **self.data_spec(), "model": models.stage_id(self.cfg.strong_model),
+                "train": dict(self._train["strong"]), "lambda": lam, **self.loop()})
+        return self._stages["ceiling", seed, lam]
 
     def wts(self, weak: Stage, lam: float, alpha_max: float) -> Stage:
         cfg = self.cfg
+        if ("wts", weak.key, lam, alpha_max) in self._stages:
+            return self._stages["wts", weak.key, lam, alpha_max]
         aux = ({"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer,
                 "prior": "mean_soft_label"}
                if alpha_max > 0 else {})  # prior: the hardening's class balance (argmax share before; key changed)
-        return Stage("wts", weak.seed, {**self.data_spec(), "model": models.stage_id(cfg.strong_model),
-                                        "train": asdict(cfg.strong_train), "lambda": lam, "aux": aux,
-                                        **self.loop(aux=bool(aux))}, depends=weak.key)
+        stage = Stage("wts", weak.seed, {**self.data_spec(), "model": models.stage_id(cfg.strong_model),
+                                         "train": dict(self._train["strong"]), "lambda": lam, "aux": aux,
+                                         **self.loop(aux=bool(aux))}, depends=weak.key)
+        self._stages["wts", weak.key, lam, alpha_max] = stage
+        return stage
 
     def job(self, stage: Stage) -> Job:
         """The stage as the scheduler's job: with its label and the files that make it usable once cached."""

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..config.build import build_config
 from ..config.schema import ExperimentConfig, load_yaml, save_yaml
 from ..engine.cache import StageCache
@@ -67,6 +69,7 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
         spec["properties"] = [p.strip() for p in properties.split(",") if p.strip()]
     if preset:
         spec["preset"] = preset
+    _check_shape(spec, where)
     props = spec.get("properties") or ["fairness"]
     if isinstance(props, str):
         props = [props]
@@ -91,6 +94,32 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
     for r in runs:  # two grids may contain the same point
         seen.setdefault(r.dir, r)
     return spec, list(seen.values())
+
+
+def _check_shape(spec: Any, where: str) -> None:
+    """The study keys have the shapes README "Studies" gives (config keys are checked by build_config)."""
+    if not isinstance(spec, dict):
+        raise W2SError(f"{where} must be a mapping of study keys (properties, preset, sweeps, per_property, config "
+                       f"keys); got {type(spec).__name__}")
+    props = spec.get("properties")
+    if props is not None and not (isinstance(props, str) or
+                                  (isinstance(props, list) and all(isinstance(p, str) and p for p in props))):
+        raise W2SError(f"{where}: properties must be a list of property names, e.g. [fairness, ood]; got {props!r}")
+    if isinstance(props, list) and len(set(props)) != len(props):
+        raise W2SError(f"{where}: properties lists a property twice: {props}")
+    preset = spec.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise W2SError(f"{where}: preset must be one name (smoke, quick, full, paper); got {preset!r}")
+    per_property = spec.get("per_property")
+    if per_property is not None and not (isinstance(per_property, dict)
+                                         and all(v is None or isinstance(v, dict) for v in per_property.values())):
+        raise W2SError(f"{where}: per_property must map each property to its config keys, e.g. "
+                       f"{{fairness: {{lambda_wts: 3}}}}; got {per_property!r}"[:300])
+    for body in [spec, *((per_property or {}).values())]:
+        sweeps = (body or {}).get("sweeps")
+        if sweeps is not None and not (isinstance(sweeps, list) and all(isinstance(g, dict) for g in sweeps)):
+            raise W2SError("study key 'sweeps' must be a list of mappings, e.g. [{lambda_wts: [1, 3]}, "
+                           "{alpha_max: [0.1]}]")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +230,8 @@ def study_jobs(runs: list[StudyRun], threads: int | None = None):
     threads per stage of the executor (``ExecutorOptions.stage_threads``; part of a CPU stage's key)."""
     jobs: dict[str, Job] = {}
     stubs: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
+    # a bar for large grids (10,000 runs plan in seconds; the count shows before the first stage is hashed)
+    for r in tqdm(runs, desc="planning", unit="run", disable=len(runs) < 500, leave=False, dynamic_ncols=True):
         planned, stubs[r.dir] = plan_jobs(r.cfg, threads)
         for j in planned:
             jobs.setdefault(j.key, j)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
+from filelock import FileLock
 
 from .. import models
 from ..config.schema import TrainConfig
@@ -53,7 +54,12 @@ def generated_sst2(data_dir: str | None, settings: dict[str, Any],
     spec["precision"] = precision
     folder = cache_root() / "data" / f"adv-sst2-{content_key({'spec': spec, 'version': GENERATOR_VERSION})}"
     if not (folder / "stats.json").exists():  # stats.json is written last: its presence means complete
-        _generate(data_dir, spec, folder, device)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # one generator at a time: stages of several seeds start together in parallel workers, and each would
+        # otherwise train its own surrogate and attack the same sentences (measured: two at once, same result)
+        with FileLock(str(folder.parent / f".{folder.name}.lock")):
+            if not (folder / "stats.json").exists():
+                _generate(data_dir, spec, folder, device)
     stats = json.loads((folder / "stats.json").read_text())
     rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line.strip()]
     if not any(r["status"] == "success" for r in rows):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config.schema import STRATEGIES
+from ..config.schema import ROLES, STRATEGIES
 from ..errors import W2SError
 
 WTS_ROLES = ("wts_naive", "wts_aux")
@@ -54,10 +54,31 @@ def load_results(run_dir: Path) -> list[dict[str, Any]]:
             raise W2SError(f"{path} line {n} is not a JSON record (cut off or edited?); {fix}") from None
         if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS):
             raise W2SError(f"{path} line {n} is not a w2strust result record (needs {', '.join(RECORD_KEYS)}); {fix}")
+        wrong = _wrong_field(record)
+        if wrong:
+            raise W2SError(f"{path} line {n}: {wrong} (damaged or edited?); {fix}")
         records.append(record)
     if not records:
         raise W2SError(f"{path} holds no records (empty: the run did not finish writing it?); {fix}")
     return records
+
+
+def _wrong_field(record: dict[str, Any]) -> str | None:
+    """What is wrong with a record's fields, if anything (each is used as a key or a number by the report)."""
+    if record["strategy"] not in STRATEGIES:
+        return f"strategy {record['strategy']!r} is none of {', '.join(STRATEGIES)}"
+    if record["role"] not in ROLES:
+        return f"role {record['role']!r} is none of {', '.join(ROLES)}"
+    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
+        return f"seed {record['seed']!r} is not an integer"
+    if not isinstance(record.get("artefact", ""), str) or "/" in record.get("artefact", ""):
+        return f"artefact {record.get('artefact')!r} is not a stage folder name"
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) or isinstance(v, (dict, list))
+            for v in metrics.values()):
+        return "metrics is not a mapping of metric names to numbers"
+    return None
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:

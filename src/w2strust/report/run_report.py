@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from .. import properties
 from ..config.build import build_config
 from ..config.schema import load_yaml
 from ..errors import W2SError
-from ..io import atomic_write_json, atomic_write_text, save_figure
+from ..io import artefact_problem, atomic_write_json, atomic_write_text, dumps_strict, save_figure
 from . import validity
 from .results import collapsed_models, fmt, load_results, summarise, wts_trust
 from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot, strategies_in
@@ -68,19 +69,51 @@ def run_cache(run_dir: Path) -> Path:
     return Path(run_dir) / "cache"
 
 
+def _check_config_matches(cfg, cfg_path: Path, cache: Path, records: list[dict[str, Any]]) -> None:
+    """The report rebuilds the test sets from config.yaml: its data settings must be those the run's models were
+    trained and tested with (each stage's meta.json records them), or every metric would be computed against
+    other rows. A truncated or edited config.yaml otherwise falls back to preset defaults without a word."""
+    want = json.loads(dumps_strict({k: v for k, v in asdict(cfg.data).items() if k != "data_dir"}))
+    extra = json.loads(dumps_strict(cfg.extra))
+    for artefact in dict.fromkeys(r["artefact"] for r in records):
+        spec = json.loads((cache / artefact / "meta.json").read_text()).get("spec") or {}
+        trained_on = (spec.get("property"), spec.get("data"), spec.get("extra", extra))
+        if "data" in spec and trained_on != (cfg.property, want, extra):
+            raise W2SError(f"{cfg_path} does not describe the models in {cache}: {artefact} was trained on "
+                           f"property {spec.get('property')}, data {spec.get('data')}, extra {spec.get('extra')}; "
+                           f"the config gives {cfg.property}, {want}, {extra}. Restore the run's config.yaml (or "
+                           f"rerun its command). Nothing in {cfg_path.parent} was changed")
+
+
 def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     """Write ``summary.json``, ``report.md`` and ``figure2.png`` for a finished run folder."""
     run_dir = Path(run_dir)
     records = load_results(run_dir)
-    cfg_dict = load_yaml(run_dir / "config.yaml")
-    prop = properties.get(cfg_dict["property"])
-    cfg = build_config(cfg_dict["property"], overrides={k: v for k, v in cfg_dict.items() if k != "property"})
+    cfg_path = run_dir / "config.yaml"
+    cfg_dict = load_yaml(cfg_path)
+    if not isinstance(cfg_dict.get("property"), str):
+        raise W2SError(f"{cfg_path} names no property: it is not the config.yaml w2strust wrote for this run "
+                       f"(damaged or replaced); restore it, or rerun the run's command")
+    try:
+        prop = properties.get(cfg_dict["property"])
+        cfg = build_config(cfg_dict["property"], overrides={k: v for k, v in cfg_dict.items() if k != "property"})
+    except W2SError as e:
+        raise W2SError(f"{cfg_path}: {e}") from None
     cache = Path(cache) if cache else run_cache(run_dir)
-    missing = [r["artefact"] for r in records if not (cache / r["artefact"] / "preds.npz").is_file()]
-    if missing:  # a summary without its tests and warnings would be worse than the one already there
-        raise W2SError(f"the predictions of {len(set(missing))} model(s) are not in {cache} (e.g. "
-                       f"{cache / missing[0] / 'preds.npz'}); pass the cache the run used with --cache DIR, or rerun "
-                       f"the run's command to train them again. Nothing in {run_dir} was changed")
+    # every artefact whole (its manifest's sizes and hashes) before anything is read or written: a summary without
+    # its tests and warnings, or from damaged predictions, would be worse than the one already there
+    problems = {a: artefact_problem(cache / a, ("preds.npz",)) for a in dict.fromkeys(r["artefact"] for r in records)}
+    problems = {a: p for a, p in problems.items() if p}
+    if problems:
+        if all(p == "missing" for p in problems.values()):
+            first = next(iter(problems))
+            raise W2SError(f"the predictions of {len(problems)} model(s) are not in {cache} (e.g. "
+                           f"{cache / first / 'preds.npz'}); pass the cache the run used with --cache DIR, or rerun "
+                           f"the run's command to train them again. Nothing in {run_dir} was changed")
+        first = next(p for p in problems.values() if p != "missing")
+        raise W2SError(f"{len(problems)} model artefact(s) in {cache} are damaged or missing ({first}); rerun the "
+                       f"run's command, which retrains them. Nothing in {run_dir} was changed")
+    _check_config_matches(cfg, cfg_path, cache, records)
     summary = summarise(records)
 
     @functools.cache

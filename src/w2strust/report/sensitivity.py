@@ -80,6 +80,7 @@ def choose_key(runs: list[dict[str, Any]], key: str | None) -> tuple[str, list[s
     """The x-axis key and the keys it stands for. Several keys may vary only if they move together
     (e.g. lambda_weak = lambda_wts at every point); runs at the same x must be the same experiment."""
     varied = varied_keys(runs)
+    chosen_by_user = key is not None
     if key is None:
         if not varied:
             raise W2SError("these run folders differ in no config key (other than seeds): nothing to plot against")
@@ -90,8 +91,10 @@ def choose_key(runs: list[dict[str, Any]], key: str | None) -> tuple[str, list[s
     together = [k for k in varied if k != key and all(r["flat"].get(k) == r["flat"].get(key) for r in runs)]
     mixed = [k for k in varied if k != key and k not in together]
     if mixed:  # then runs at the same x are the same experiment (up to seeds) and can be pooled
+        fix = (f"pass only folders that differ in {key}, the --key given" if chosen_by_user
+               else f"pass only the folders of one sweep, where nothing but {key} varies")
         raise W2SError(f"the run folders differ in {key} and also in {', '.join(mixed)}: a curve varies one setting "
-                       f"(pass the folders of one sweep, or --key)")
+                       f"({fix})")
     return key, [key, *together]
 
 
