@@ -433,8 +433,11 @@ def test_yes_lets_a_large_plan_train(filled, capsys, monkeypatch, tmp_path):
 def test_an_interrupted_dry_run_says_nothing_trained(tmp_path):
     cmd = [sys.executable, "-m", "w2strust.cli", "study", str(_grid_study(tmp_path, 4)), "--out",
            str(tmp_path / "o"), "--dry-run"]
+    # SIGINT as a terminal's Ctrl-C delivers it; a shell that started this suite in the background may have set it
+    # to "ignore", which the child would inherit (and Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
+                            env={**os.environ, "TQDM_DISABLE": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(3)  # importing, or planning 10,000 runs
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGINT)
