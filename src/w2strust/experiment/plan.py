@@ -64,32 +64,30 @@ class StagePlanner:
         return {**batching(self.prop, aux), **dropout_masks(self.prop, self.device),
                 **cpu_threads(self.device, self.threads)}
 
+    def _once(self, key: tuple, build) -> Stage:
+        """The stage for ``key``, built (and its key hashed) on the first call only: strategies share stages."""
+        if key not in self._stages:
+            self._stages[key] = build()
+        return self._stages[key]
+
     def weak(self, seed: int, lam: float) -> Stage:
-        if ("weak", seed, lam) not in self._stages:
-            self._stages["weak", seed, lam] = Stage("weak", seed, {
-                **self.data_spec(), "model": models.stage_id(self.cfg.weak_model), "train": dict(self._train["weak"]),
-                "lambda": lam, **self.loop()})
-        return self._stages["weak", seed, lam]
+        return self._once(("weak", seed, lam), lambda: Stage("weak", seed, {
+            **self.data_spec(), "model": models.stage_id(self.cfg.weak_model), "train": dict(self._train["weak"]),
+            "lambda": lam, **self.loop()}))
 
     def ceiling(self, seed: int, lam: float) -> Stage:
-        if ("ceiling", seed, lam) not in self._stages:
-            self._stages["ceiling", seed, lam] = Stage("ceiling", seed, {
-                **self.data_spec(), "model": models.stage_id(self.cfg.strong_model),
-                "train": dict(self._train["strong"]), "lambda": lam, **self.loop()})
-        return self._stages["ceiling", seed, lam]
+        return self._once(("ceiling", seed, lam), lambda: Stage("ceiling", seed, {
+            **self.data_spec(), "model": models.stage_id(self.cfg.strong_model),
+            "train": dict(self._train["strong"]), "lambda": lam, **self.loop()}))
 
     def wts(self, weak: Stage, lam: float, alpha_max: float) -> Stage:
         cfg = self.cfg
-        if ("wts", weak.key, lam, alpha_max) in self._stages:
-            return self._stages["wts", weak.key, lam, alpha_max]
         aux = ({"alpha_max": alpha_max, "warmup": cfg.aux_warmup, "buffer": cfg.aux_buffer,
                 "prior": "mean_soft_label"}
                if alpha_max > 0 else {})  # prior: the hardening's class balance (argmax share before; key changed)
-        stage = Stage("wts", weak.seed, {**self.data_spec(), "model": models.stage_id(cfg.strong_model),
-                                         "train": dict(self._train["strong"]), "lambda": lam, "aux": aux,
-                                         **self.loop(aux=bool(aux))}, depends=weak.key)
-        self._stages["wts", weak.key, lam, alpha_max] = stage
-        return stage
+        return self._once(("wts", weak.key, lam, alpha_max), lambda: Stage("wts", weak.seed, {
+            **self.data_spec(), "model": models.stage_id(cfg.strong_model), "train": dict(self._train["strong"]),
+            "lambda": lam, "aux": aux, **self.loop(aux=bool(aux))}, depends=weak.key))
 
     def job(self, stage: Stage) -> Job:
         """The stage as the scheduler's job: with its label and the files that make it usable once cached."""
