@@ -245,7 +245,6 @@ def _report_bug(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every failure ends as one ``w2strust: error: ...`` line on stderr (see the exit codes above)."""
-    _ARGS.clear()
     previous = signal.getsignal(signal.SIGTERM)
     in_main_thread = True
     try:
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        if _ARGS and _ARGS[-1].cmd in ("run", "study", "sweep") and not getattr(_ARGS[-1], "dry_run", False):
+        if getattr(e, "trains", False):  # set by _main for a command that trains
             print(f"\nw2strust: {what}; finished stages are cached, run the same command again to resume.",
                   file=sys.stderr)
         else:  # a dry run, a report, a listing: nothing trains, and every file is written atomically
@@ -284,9 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-
-
-_ARGS: list[argparse.Namespace] = []  # the parsed command line, for the message after an interrupt
 
 
 def _main(argv: list[str] | None) -> int:
@@ -334,14 +330,17 @@ def _main(argv: list[str] | None) -> int:
     _config_args(p)
     p.set_defaults(fn=cmd_data)
     args = parser.parse_args(argv)
-    _ARGS.append(args)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    args.fn(args)
+    try:
+        args.fn(args)
+    except KeyboardInterrupt as e:  # main's message says whether finished stages are cached
+        e.trains = args.cmd in ("run", "study", "sweep") and not getattr(args, "dry_run", False)
+        raise
     return 0
 
 
