@@ -76,9 +76,10 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
     per_property = spec.get("per_property") or {}
     if properties and isinstance(per_property, dict):  # --properties narrows a study file: drop the others' keys
         per_property = {k: v for k, v in per_property.items() if k in props}
-    if not isinstance(per_property, dict) or set(per_property) - set(props):
-        raise W2SError(f"per_property must map properties of the study ({', '.join(props)}) to config keys; "
-                       f"got {sorted(per_property) if isinstance(per_property, dict) else per_property!r}")
+    if (not isinstance(per_property, dict) or set(per_property) - set(props)
+            or not all(v is None or isinstance(v, dict) for v in per_property.values())):
+        raise W2SError(f"per_property must map properties of the study ({', '.join(props)}) to mappings of config "
+                       f"keys, e.g. {{fairness: {{lambda_wts: 3}}}}; got {per_property!r}"[:400])
     runs: list[StudyRun] = []
     for prop in props:
         body = {k: v for k, v in spec.items() if k not in ("properties", "per_property")}
@@ -97,7 +98,8 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
 
 
 def _check_shape(spec: Any, where: str) -> None:
-    """The study keys have the shapes README "Studies" gives (config keys are checked by build_config)."""
+    """The study keys have the shapes README "Studies" gives (per_property and sweeps are checked where they are
+    read, config keys by build_config)."""
     if not isinstance(spec, dict):
         raise W2SError(f"{where} must be a mapping of study keys (properties, preset, sweeps, per_property, config "
                        f"keys); got {type(spec).__name__}")
@@ -110,16 +112,6 @@ def _check_shape(spec: Any, where: str) -> None:
     preset = spec.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise W2SError(f"{where}: preset must be one name (smoke, quick, full, paper); got {preset!r}")
-    per_property = spec.get("per_property")
-    if per_property is not None and not (isinstance(per_property, dict)
-                                         and all(v is None or isinstance(v, dict) for v in per_property.values())):
-        raise W2SError(f"{where}: per_property must map each property to its config keys, e.g. "
-                       f"{{fairness: {{lambda_wts: 3}}}}; got {per_property!r}"[:300])
-    for body in [spec, *((per_property or {}).values())]:
-        sweeps = (body or {}).get("sweeps")
-        if sweeps is not None and not (isinstance(sweeps, list) and all(isinstance(g, dict) for g in sweeps)):
-            raise W2SError("study key 'sweeps' must be a list of mappings, e.g. [{lambda_wts: [1, 3]}, "
-                           "{alpha_max: [0.1]}]")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
