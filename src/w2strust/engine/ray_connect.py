@@ -34,8 +34,8 @@ def host_port(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def _advice(address: str, version: str) -> str:
-    port = (host_port(address) or ("", 6379))[1]
+def _advice(address: str) -> str:
+    port, version = (host_port(address) or ("", 6379))[1], _ray_version()
     return (f"check that a Ray head runs there (`ray start --head --port {port}` on that machine), that the port is "
             f"reachable from here, and that it runs Ray {version} like this one")
 
@@ -51,7 +51,7 @@ def check_reachable(address: str, timeout: float) -> None:
     except OSError as e:
         reason = e.strerror or type(e).__name__.replace("Error", " error").lower()
         raise W2SError(f"cannot reach the Ray cluster at {address} ({reason}); "
-                       f"{_advice(address, _ray_version())}") from None
+                       f"{_advice(address)}") from None
 
 
 def _ray_version() -> str:
@@ -73,7 +73,7 @@ def probe(address: str, timeout: float, show_logs: bool = False) -> None:
         logs, _ = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill(child)
-        raise W2SError(f"no Ray cluster answered at {address} within {timeout:g} s; {_advice(address, _ray_version())}"
+        raise W2SError(f"no Ray cluster answered at {address} within {timeout:g} s; {_advice(address)}"
                        f" (--ray-timeout to wait longer, --ray-logs to see Ray's own log)") from None
     except BaseException:  # SIGTERM / Ctrl-C while waiting: stop the probe, then stop
         _kill(child)
@@ -81,7 +81,7 @@ def probe(address: str, timeout: float, show_logs: bool = False) -> None:
     if child.returncode != 0:
         last = [ln for ln in (logs or "").splitlines() if ln.strip()][-1:] or ["(no output; rerun with --ray-logs)"]
         raise W2SError(f"could not join the Ray cluster at {address}: {last[0].strip()[:300]}; "
-                       f"{_advice(address, _ray_version())}")
+                       f"{_advice(address)}")
 
 
 def _kill(child: subprocess.Popen) -> None:

@@ -69,14 +69,14 @@ def run_cache(run_dir: Path) -> Path:
     return Path(run_dir) / "cache"
 
 
-def _check_config_matches(cfg, cfg_path: Path, cache: Path, records: list[dict[str, Any]]) -> None:
+def _check_config_matches(cfg, cfg_path: Path, cache: Path, records: list[dict[str, Any]], load_meta) -> None:
     """The report rebuilds the test sets from config.yaml: its data settings must be those the run's models were
     trained and tested with (each stage's meta.json records them), or every metric would be computed against
     other rows. A truncated or edited config.yaml otherwise falls back to preset defaults without a word."""
     want = json.loads(dumps_strict({k: v for k, v in asdict(cfg.data).items() if k != "data_dir"}))
     extra = json.loads(dumps_strict(cfg.extra))
     for artefact in dict.fromkeys(r["artefact"] for r in records):
-        spec = json.loads((cache / artefact / "meta.json").read_text()).get("spec") or {}
+        spec = load_meta(artefact).get("spec") or {}
         trained_on = (spec.get("property"), spec.get("data"), spec.get("extra", extra))
         if "data" in spec and trained_on != (cfg.property, want, extra):
             raise W2SError(f"{cfg_path} does not describe the models in {cache}: {artefact} was trained on "
@@ -113,7 +113,12 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
         first = next(p for p in problems.values() if p != "missing")
         raise W2SError(f"{len(problems)} model artefact(s) in {cache} are damaged or missing ({first}); rerun the "
                        f"run's command, which retrains them. Nothing in {run_dir} was changed")
-    _check_config_matches(cfg, cfg_path, cache, records)
+
+    @functools.cache
+    def load_meta(artefact: str) -> dict[str, Any]:  # read once per report: the checks and the validity gates
+        return json.loads((cache / artefact / "meta.json").read_text())
+
+    _check_config_matches(cfg, cfg_path, cache, records, load_meta)
     summary = summarise(records)
 
     @functools.cache
@@ -124,9 +129,6 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     def load_preds(artefact: str) -> dict[str, np.ndarray]:
         with np.load(cache / artefact / "preds.npz") as z:
             return {k: z[k] for k in z.files}
-
-    def load_meta(artefact: str) -> dict[str, Any]:
-        return json.loads((cache / artefact / "meta.json").read_text())
 
     trust = wts_trust(records, summary, prop, cache, cfg.n_bootstrap, test_columns, load_preds)
     doc = {"property": prop.name, "trust_metric": prop.trust_metric, "higher_is_better": prop.higher_is_better,
