@@ -40,6 +40,11 @@ FULL = [
     ("A", "minilm-l6", 5e-5, "mean"), ("A", "mpnet-base", 5e-5, "cls"), ("A", "mpnet-base", 1e-4, "cls"),
     ("B", "minilm-l3", 2e-4, "cls"), ("B", "minilm-l6", 1e-4, "cls"), ("B", "minilm-l6", 2e-4, "cls"),
     ("B", "tiny-bert", 1e-3, "cls"),
+    # weaker weak models (minilm-l3 cut to its first layers), for a wider gap to minilm-l6
+    ("A", "minilm-l1", 2e-4, "cls"), ("A", "minilm-l2", 2e-4, "cls"), ("B", "minilm-l1", 2e-4, "cls"),
+    ("B", "minilm-l2", 2e-4, "cls"), ("A", "minilm-l1", 1e-4, "cls"), ("B", "minilm-l1", 1e-4, "cls"),
+    ("A", "minilm-l1", 5e-4, "cls"), ("B", "minilm-l1", 5e-4, "cls"), ("A", "minilm-l1", 1e-3, "cls"),
+    ("B", "minilm-l1", 1e-3, "cls"),
 ]
 QUICK = [c for c in FULL if c[0] == "A" and c[1] != "mpnet-base" and c[3] == "cls"]
 
