@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -56,3 +58,22 @@ def test_minilm_l3_converted_from_onnx_matches_onnx_reference():
         None, {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()})
     hidden = next(r for r in ref if r.shape == ours.shape)
     assert np.abs(hidden - ours).max() < 1e-4
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("layers", [1, 2])
+def test_minilm_cut_to_first_layers_is_minilm_l3_up_to_that_layer(layers):
+    """minilm-l1/-l2 are minilm-l3's embeddings and first layers: their output is minilm-l3's hidden state there."""
+    from transformers import AutoModel, AutoTokenizer
+
+    full_path, cut_path = models.model_path("minilm-l3"), models.model_path(f"minilm-l{layers}")
+    tok = AutoTokenizer.from_pretrained(cut_path)
+    full = AutoModel.from_pretrained(full_path).eval()
+    cut = AutoModel.from_pretrained(cut_path).eval()
+    assert cut.config.num_hidden_layers == layers and len(cut.encoder.layer) == layers
+    enc = tok(["a good movie", "the cat sat on the mat"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = full(**enc, output_hidden_states=True).hidden_states[layers]
+        got = cut(**enc).last_hidden_state
+    assert torch.equal(expected, got)
+    models.check_weights(Path(cut_path), f"minilm-l{layers}")

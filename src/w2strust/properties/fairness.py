@@ -20,7 +20,6 @@ from fairlearn.metrics import (
 
 from ..data import Splits, split_pool, subsample
 from ..data.adult import UCI, load_adult
-from ..models import RECIPES
 from .base import TrustProperty
 
 
@@ -58,12 +57,13 @@ class Fairness(TrustProperty):
                           lambda_weak=2.0, lambda_wts=2.0, lambda_ceiling=2.0,
                           weak_train=tiny_train, strong_train=tiny_train,
                           data=dict(n_weak=160, n_wts=160, n_test=200), n_bootstrap=50),
-            # One seed of the bundled pair in < 30 min on 2 CPU cores (README gives the measured time). The weak
-            # model is minilm-l1 (minilm-l3's first layer, 78.7 / 79.6% on Adult in bench/README.md "Recipes"):
-            # minilm-l3 is ~2 points below minilm-l6 on Adult, under the 3-point gap gate.
-            "quick": dict(weak_model="minilm-l1", strong_model="minilm-l6", seeds=[0],
+            # One seed of the bundled pair in < 30 min on 2 CPU cores (README gives the measured time). Not a valid
+            # weak-to-strong setting (the gates say so): every bundled encoder saturates near 84% on Adult at this
+            # length of training. minilm-l1 as the weak model was measured and is no weaker here (84.2 / 84.5% vs
+            # the ceiling's 84.1 / 84.7%, seeds 0 / 1; bench/README.md "Recipes"), so the preset keeps minilm-l3.
+            "quick": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0],
                           lambda_weak=3.0, lambda_wts=3.0, lambda_ceiling=3.0,
-                          weak_train=dict(**RECIPES["minilm-l1"], epochs=3, batch_size=32, max_length=72),
+                          weak_train=dict(lr=2e-4, epochs=3, batch_size=32, max_length=72),
                           strong_train=dict(lr=1e-4, epochs=2, batch_size=32, max_length=72),
                           data=dict(n_weak=2000, n_wts=1500, n_test=2000), eval_batch_size=128),
             # The bundled pair at the paper's data scale (all of Adult) and 3 seeds: a GPU without the Hub.
