@@ -109,6 +109,22 @@ def test_collapsed_or_non_learning_students_are_flagged():
     assert any("majority" in p for p in st["students"]["wts_aux"]["problems"])
 
 
+@pytest.mark.parametrize("role", ["weak", "strong_ceiling"])
+def test_a_weak_model_or_ceiling_whose_loss_did_not_fall_is_invalid(role):
+    # accuracies that pass every other gate: only the training loss says the model never learned (a DP-SGD model
+    # whose noise swamped its gradient is its pretrained self)
+    v = _check({**ACC, "weak": 0.74}, losses={role: (4.43, 4.71)})
+    st = v["strategies"]["no_tft"]
+    assert st["gap"]["passes"] and not st["valid"] and not v["valid"]
+    assert st["teachers"][role] == {"learned": False, "problems": [
+        "seed 0: its training loss did not fall (4.430 -> 4.710)", "seed 1: its training loss did not fall "
+        "(4.430 -> 4.710)"]}
+    assert st["reasons"] == [f"{role} did not learn (seed 0: its training loss did not fall (4.430 -> 4.710))"]
+    other = "strong_ceiling" if role == "weak" else "weak"
+    assert st["teachers"][other]["learned"]
+    assert "NOT a valid weak-to-strong setting" in v["line"]
+
+
 def test_a_student_above_its_ceiling_is_flagged():
     v = _check({**ACC, "weak": 0.74, "wts_aux": 0.85})
     aux = v["strategies"]["no_tft"]["students"]["wts_aux"]

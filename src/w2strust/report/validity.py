@@ -8,6 +8,9 @@ Per strategy (paper §4, Burns et al.):
   with the weak model trained at the ceiling's λ ("at equal ε");
 - **students learned**: every WTS model's training loss fell (by ``LOSS_DROP`` of its first logged value), it is not
   collapsed to one class, and it beats the majority class;
+- **weak model and ceiling learned**: their training loss fell too. Beating the majority class or the weak model
+  does not show it where a pretrained model is good at the task before any training (privacy's language models: a
+  DP-SGD model whose loss never fell is the pretrained model plus noise, and its "privacy" is not the method's);
 - **PGR** = (student − weak) / (ceiling − weak) of the task metric, and the same ratio of the trust metric ("trust
   gap recovered"), each with a bootstrap CI, computed only where the gap gate passes; a student above its ceiling
   on the task metric is flagged.
@@ -178,14 +181,21 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
             reasons.append(f"ceiling − weak gap {worst:+.3f} < min_gap {min_gap:g}" if worst < min_gap
                            else f"the gap's CI {gap_ci[0]:+.3f}..{gap_ci[1]:+.3f} includes 0" if gap_ci
                            else "the gap has no CI")
+    res["teachers"] = {}  # the weak model(s) and the ceiling: did their training loss fall?
+    for role in dict.fromkeys(("weak", weak_role, "strong_ceiling")):
+        if any((role, s) not in ev.recs for s in seeds):
+            continue
+        problems = [p for s in seeds if (p := _loss_problem(load_meta, ev.recs[(role, s)]["artefact"], s))]
+        res["teachers"][role] = {"learned": not problems, "problems": problems}
+        if problems:
+            label = "the weak model at the ceiling's λ" if role == GAP_WEAK else role
+            reasons.append(f"{label} did not learn ({problems[0]})")
     res["students"] = {}
     for role in [r for r in STUDENTS if r in prop.roles]:
         problems = []
         for s in seeds:
-            train = load_meta(ev.recs[(role, s)]["artefact"]).get("train", {})
-            curve, final = train.get("curve") or [], train.get("final_loss")
-            if curve and final is not None and not final <= (1 - LOSS_DROP) * curve[0]["loss"]:
-                problems.append(f"seed {s}: its training loss did not fall ({curve[0]['loss']:.3f} -> {final:.3f})")
+            if p := _loss_problem(load_meta, ev.recs[(role, s)]["artefact"], s):
+                problems.append(p)
             if (strategy, role, s) in collapsed_at:
                 problems.append(f"seed {s}: collapsed to one class")
             if majority[s] is not None and not ev.task_score(role, s) > prop.task_score(majority[s]):
@@ -201,6 +211,15 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
         res["students"][role] = st
     res["valid"], res["reasons"] = not reasons, reasons
     return res
+
+
+def _loss_problem(load_meta, artefact: str, seed: int) -> str | None:
+    """Why a stage's model did not learn (its final training loss is not LOSS_DROP below its first logged value)."""
+    train = load_meta(artefact).get("train", {})
+    curve, final = train.get("curve") or [], train.get("final_loss")
+    if curve and final is not None and not final <= (1 - LOSS_DROP) * curve[0]["loss"]:
+        return f"seed {seed}: its training loss did not fall ({curve[0]['loss']:.3f} -> {final:.3f})"
+    return None
 
 
 def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str, Any]:
