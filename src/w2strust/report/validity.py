@@ -183,8 +183,9 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
                            else "the gap has no CI")
     res["teachers"] = {}  # the weak model(s) and the ceiling: did their training loss fall?
     for role in dict.fromkeys(("weak", weak_role, "strong_ceiling")):
-        if any((role, s) not in ev.recs for s in seeds):
-            continue
+        if any((role, s) not in ev.recs for s in seeds) or (role == GAP_WEAK and all(
+                ev.recs[(role, s)]["artefact"] == ev.recs[("weak", s)]["artefact"] for s in seeds)):
+            continue  # (the weak model at the ceiling's λ is often this strategy's own weak model: checked once)
         problems = [p for s in seeds if (p := _loss_problem(load_meta, ev.recs[(role, s)]["artefact"], s))]
         res["teachers"][role] = {"learned": not problems, "problems": problems}
         if problems:
