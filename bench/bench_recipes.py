@@ -7,6 +7,8 @@ at which the trailing 8-step mean training loss is below 0.6), the final loss (m
 
 Grid A: SST-2 sentences (stsa.binary.train), 2,048 train / 600 eval rows, max_length 64, 128 steps.
 Grid B: Adult as text, 2,000 pool rows / 1,500 test rows, max_length 72, 125 steps.
+Grid C: grid B at 188 steps (2,000 rows x 3 epochs, the quick fairness preset's weak model): does any weak model stay
+well below minilm-l6 once trained that long?
 Results go to ``--out`` after every run; a rerun skips the runs already in that file. One torch thread, one run
 at a time. Example::
 
@@ -31,6 +33,7 @@ DATA_DIR = os.environ.get("W2STRUST_DATA", str(Path(__file__).resolve().parents[
 GRIDS = {  # grid -> (dataset, n_train, n_eval, max_length, steps)
     "A": ("sst2", 2048, 600, 64, 128),
     "B": ("adult", 2000, 1500, 72, 125),
+    "C": ("adult", 2000, 1500, 72, 188),
 }
 # (grid, model, lr, head), most decision-relevant first
 FULL = [
@@ -45,6 +48,8 @@ FULL = [
     ("B", "minilm-l2", 2e-4, "cls"), ("A", "minilm-l1", 1e-4, "cls"), ("B", "minilm-l1", 1e-4, "cls"),
     ("A", "minilm-l1", 5e-4, "cls"), ("B", "minilm-l1", 5e-4, "cls"), ("A", "minilm-l1", 1e-3, "cls"),
     ("B", "minilm-l1", 1e-3, "cls"),
+    ("C", "tiny-bert-wide", 1e-3, "cls"), ("C", "tiny-bert-wide", 3e-3, "cls"), ("C", "minilm-l1", 5e-4, "cls"),
+    ("C", "minilm-l6", 1e-4, "cls"),
 ]
 QUICK = [c for c in FULL if c[0] == "A" and c[1] != "mpnet-base" and c[3] == "cls"]
 
@@ -153,7 +158,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="Grid A, cls heads, minilm models only")
-    ap.add_argument("--grid", choices=["A", "B"], help="only this grid")
+    ap.add_argument("--grid", choices=sorted(GRIDS), help="only this grid")
     ap.add_argument("--models", nargs="*", help="only these models")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     ap.add_argument("--split-seed", type=int, default=1234)
