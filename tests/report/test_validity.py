@@ -122,7 +122,17 @@ def test_a_weak_model_or_ceiling_whose_loss_did_not_fall_is_invalid(role):
     assert st["reasons"] == [f"{role} did not learn (seed 0: its training loss did not fall (4.430 -> 4.710))"]
     other = "strong_ceiling" if role == "weak" else "weak"
     assert st["teachers"][other]["learned"]
-    assert "NOT a valid weak-to-strong setting" in v["line"]
+    assert "NOT a valid weak-to-strong setting" in v["line"] and "Likely fix: train longer" in v["line"]
+
+
+def test_the_advice_for_a_model_that_did_not_learn_is_the_property_s():
+    # privacy's λ is ε: "lower λ" would add DP noise, so its advice names batches, data and a larger ε instead
+    from w2strust.properties.privacy import Privacy
+
+    v = _check({**ACC, "weak": 0.74}, losses={"weak": (4.43, 4.71)})
+    v["learn_fix"] = Privacy.learn_fix
+    line = validity.summary_line(v)
+    assert "Likely fix: give DP-SGD larger batches" in line and "larger ε" in line and "lower λ" not in line
 
 
 def test_a_student_above_its_ceiling_is_flagged():

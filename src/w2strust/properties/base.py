@@ -41,6 +41,8 @@ class TrustProperty:
     # where λ changes the task itself (privacy: DP noise costs perplexity), else with each strategy's weak model.
     gap_at_equal_lambda: bool = False
     task_gap_units: str = "accuracy"  # what a difference of task_score is (min_gap is in these units)
+    # The advice a run ends with when a model did not learn (report/validity.py): what "a weaker λ" means differs.
+    learn_fix: str = "train longer or at another learning rate, or lower λ"
     # The ``extra.*`` options this property reads, with their defaults: any other extra key is rejected at
     # validation (it would change every cache key and retrain everything for nothing).
     extra_options: dict[str, Any] = {}

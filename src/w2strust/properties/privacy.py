@@ -64,6 +64,9 @@ class Privacy(TrustProperty):
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
     task_gap_units = "nats per token (−ln perplexity)"
+    # λ is ε here: a lower ε adds noise. DP-SGD learns when the noise is small next to the batch's summed gradient.
+    learn_fix = ("give DP-SGD larger batches and more e-mails (*_train.batch_size, data.n_weak / n_wts), fewer "
+                 "trainable parameters (extra.lora_rank, extra.lora_layers), more steps, or a larger ε (λ)")
     description = ("Enron e-mails, causal-LM fine-tuning, DP-SGD (Opacus) as the regulariser; extraction rate, "
                    "PII completion and membership inference on each model's own training e-mails")
 

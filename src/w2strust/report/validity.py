@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..config.schema import STRATEGIES
+from ..properties.base import TrustProperty
 
 LOSS_DROP = 0.05  # a student "learned" when its final training loss is at least 5% below its first logged value
 CI = (2.5, 97.5)  # percentiles of the bootstrap distribution: a 95% interval
@@ -138,6 +139,7 @@ def check(prop, records: list[dict[str, Any]], load_preds: Callable[[str], dict[
     out["majority_rate"] = {str(s): prop.majority_rate(c) for s, c in sorted(cols.items())}
     verdicts = out["strategies"].values()
     out["valid"] = bool(verdicts) and all(v["valid"] for v in verdicts)
+    out["learn_fix"] = prop.learn_fix
     out["line"] = summary_line(out)
     return out
 
@@ -252,7 +254,6 @@ def summary_line(v: dict[str, Any]) -> str:
     reasons = list(dict.fromkeys(r.split(" (")[0] for name in bad for r in strategies[name]["reasons"]))
     gap_failed = any("gap" in r for r in reasons)
     fix = ("raise the strong model's learning rate or steps (strong_train.lr, strong_train.epochs), use a larger "
-           "strong model or a weaker weak model" if gap_failed else "train longer or at another learning rate, or "
-           "lower λ")
+           "strong model or a weaker weak model" if gap_failed else v.get("learn_fix", TrustProperty.learn_fix))
     failed = f"{', '.join(bad)}: {'; '.join(reasons)}"
     return f"NOT a valid weak-to-strong setting ({shown}): {failed}. Likely fix: {fix}"
