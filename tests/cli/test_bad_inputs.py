@@ -442,7 +442,9 @@ def test_an_interrupted_dry_run_says_nothing_trained(tmp_path):
     assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    # 130, or death by SIGINT after the message (seen once in 6 CI runs, cause not found in 14 local tries): a shell
+    # reports both as $? = 130, and the message is the contract; any other end (0, 1, a traceback) fails
+    assert proc.returncode in (130, -signal.SIGINT), err
     assert err.strip().splitlines()[-1] == "w2strust: interrupted; nothing was trained (this command trains nothing)."
 
 
