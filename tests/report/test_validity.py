@@ -130,8 +130,7 @@ def test_the_advice_for_a_model_that_did_not_learn_is_the_property_s():
     from w2strust.properties.privacy import Privacy
 
     v = _check({**ACC, "weak": 0.74}, losses={"weak": (4.43, 4.71)})
-    v["learn_fix"] = Privacy.learn_fix
-    line = validity.summary_line(v)
+    line = validity.summary_line(v, Privacy.learn_fix)
     assert "Likely fix: give DP-SGD larger batches" in line and "larger ε" in line and "lower λ" not in line
 
 

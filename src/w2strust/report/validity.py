@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from ..config.schema import STRATEGIES
-from ..properties.base import TrustProperty
 
 LOSS_DROP = 0.05  # a student "learned" when its final training loss is at least 5% below its first logged value
 CI = (2.5, 97.5)  # percentiles of the bootstrap distribution: a 95% interval
@@ -139,8 +138,7 @@ def check(prop, records: list[dict[str, Any]], load_preds: Callable[[str], dict[
     out["majority_rate"] = {str(s): prop.majority_rate(c) for s, c in sorted(cols.items())}
     verdicts = out["strategies"].values()
     out["valid"] = bool(verdicts) and all(v["valid"] for v in verdicts)
-    out["learn_fix"] = prop.learn_fix
-    out["line"] = summary_line(out)
+    out["line"] = summary_line(out, prop.learn_fix)
     return out
 
 
@@ -239,8 +237,9 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     return _stat(value, ci)
 
 
-def summary_line(v: dict[str, Any]) -> str:
-    """The one line a run ends with: the gap and "valid weak-to-strong setting", or what failed and the likely fix."""
+def summary_line(v: dict[str, Any], learn_fix: str) -> str:
+    """The one line a run ends with: the gap and "valid weak-to-strong setting", or what failed and the likely fix
+    (``learn_fix``, the property's advice, where a model did not learn)."""
     strategies = v["strategies"]
     if not strategies:
         return "validity: not checked (no complete strategy in the results)"
@@ -254,6 +253,6 @@ def summary_line(v: dict[str, Any]) -> str:
     reasons = list(dict.fromkeys(r.split(" (")[0] for name in bad for r in strategies[name]["reasons"]))
     gap_failed = any("gap" in r for r in reasons)
     fix = ("raise the strong model's learning rate or steps (strong_train.lr, strong_train.epochs), use a larger "
-           "strong model or a weaker weak model" if gap_failed else v.get("learn_fix", TrustProperty.learn_fix))
+           "strong model or a weaker weak model" if gap_failed else learn_fix)
     failed = f"{', '.join(bad)}: {'; '.join(reasons)}"
     return f"NOT a valid weak-to-strong setting ({shown}): {failed}. Likely fix: {fix}"
