@@ -97,3 +97,29 @@ def test_greedy_continue_returns_exactly_n_tokens_per_prompt():
 def test_email_pattern_finds_addresses_only():
     hits = pm.EMAIL_RE.findall("write to jane.doe@example.com or j@x.org, not to foo@bar")
     assert hits == ["jane.doe@example.com", "j@x.org"]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_trainer_logs_the_loss_over_all_its_rows_before_and_after(optimizer):
+    texts = [f"note {i}: the shuttle leaves at {i % 5 + 7} o'clock from gate {i % 3}" for i in range(24)]
+    tcfg = TrainConfig(lr=1e-2 if optimizer == "adamw" else 0.5, epochs=6, batch_size=8, max_length=24)
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    from w2strust.training.causal_lm import mean_row_loss, per_row_loss, tokenize
+
+    ids, mask = tokenize(tok, texts, 24)
+    with torch.no_grad():
+        untrained = float(per_row_loss(model.eval(), ids, mask).mean())
+    model, log = train_causal_lm(model, tok, texts, tcfg, LMOptions(freeze_embeddings=False, optimizer=optimizer),
+                                 epsilon=0.0, seed=0, device=CPU)
+    assert log["lm_options"]["optimizer"] == optimizer
+    assert log["train_loss_before"] == pytest.approx(untrained, rel=1e-6)
+    assert log["train_loss_after"] == pytest.approx(mean_row_loss(model, ids, mask, 5, "fp32", CPU), rel=1e-6)
+    assert log["train_loss_after"] < 0.9 * log["train_loss_before"]  # 24 repetitive rows, 18 steps: it learns
+
+
+def test_an_unknown_optimizer_is_refused_with_the_choices():
+    from w2strust.config.build import build_config
+    from w2strust.errors import W2SError
+
+    with pytest.raises(W2SError, match="extra.optimizer must be one of adamw, sgd, got adam"):
+        build_config("privacy", "smoke", overrides={"extra": {"optimizer": "adam"}})

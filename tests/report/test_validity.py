@@ -33,8 +33,10 @@ def _preds(seed: int, acc: float, role: str, collapsed: bool = False) -> dict[st
     return {"prob": prob}
 
 
-def _run(acc: dict[str, float], losses: dict[str, tuple[float, float]] | None = None, collapse: str | None = None):
-    """Records, predictions and stage metas of a synthetic fairness run (one strategy, two seeds)."""
+def _run(acc: dict[str, float], losses: dict[str, tuple[float, float]] | None = None, collapse: str | None = None,
+         data_losses: dict[str, tuple[float, float]] | None = None):
+    """Records, predictions and stage metas of a synthetic fairness run (one strategy, two seeds); ``data_losses``:
+    a role's loss over all its training rows before and after training, as the causal-LM trainer logs it."""
     prop = Fairness()
     records, preds, metas = [], {}, {}
     for seed in SEEDS:
@@ -43,6 +45,8 @@ def _run(acc: dict[str, float], losses: dict[str, tuple[float, float]] | None = 
             preds[art] = _preds(seed, a, role, collapsed=role == collapse)
             first, last = (losses or {}).get(role, (0.69, 0.40))
             metas[art] = {"train": {"curve": [{"step": 1, "loss": first}], "final_loss": last}}
+            if role in (data_losses or {}):
+                metas[art]["train"]["train_loss_before"], metas[art]["train"]["train_loss_after"] = data_losses[role]
             metrics = prop.metrics(preds[art], _columns(seed))
             records.append({"strategy": "no_tft", "role": role, "seed": seed, "artefact": art, "lambda_weak": 0.0,
                             "lambda_ceiling": 0.0, "metrics": metrics})
@@ -123,6 +127,16 @@ def test_a_weak_model_or_ceiling_whose_loss_did_not_fall_is_invalid(role):
     other = "strong_ceiling" if role == "weak" else "weak"
     assert st["teachers"][other]["learned"]
     assert "NOT a valid weak-to-strong setting" in v["line"] and "Likely fix: train longer" in v["line"]
+
+
+def test_the_loss_over_all_training_rows_decides_where_the_trainer_logs_it():
+    # a few dozen e-mails in Poisson batches: the first batch's loss says little (4.43 here, while the mean over the
+    # training rows is 4.66), so the loss over every training row before and after training decides, either way
+    v = _check({**ACC, "weak": 0.74}, losses={"weak": (4.43, 4.71), "strong_ceiling": (4.43, 3.0)},
+               data_losses={"weak": (4.66, 4.41), "strong_ceiling": (4.66, 4.64)})
+    teachers = v["strategies"]["no_tft"]["teachers"]
+    assert teachers["weak"] == {"learned": True, "problems": []}
+    assert teachers["strong_ceiling"]["problems"][0] == "seed 0: its training loss did not fall (4.660 -> 4.640)"
 
 
 def test_the_advice_for_a_model_that_did_not_learn_is_the_property_s():

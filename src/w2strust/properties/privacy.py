@@ -23,7 +23,7 @@ from ..data import Splits
 from ..data.email_corpus import DT, HAM, RAW, load_decodingtrust_maps, load_enron
 from ..errors import W2SError
 from ..models import get_spec
-from ..training.causal_lm import LMOptions
+from ..training.causal_lm import OPTIMIZERS, LMOptions
 from . import privacy_metrics as pm
 from .base import TrustProperty
 
@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "delta": 1e-5,  # DP δ (well below 1/|D| for every preset)
     "max_grad_norm": 1.0,  # DP per-sample clipping norm C
     "accountant": "rdp",  # Opacus accountant for ε: rdp | prv | gdp
+    "optimizer": "adamw",  # adamw | sgd, for every model of the run (DP or not); see training/causal_lm.py
     "lora_rank": 8,  # 0 = full fine-tuning (embeddings frozen, see freeze_embeddings)
     "lora_layers": 0,  # LoRA on the top N transformer blocks only (0 = all; fewer = cheaper backward)
     "freeze_embeddings": True,
@@ -80,13 +81,16 @@ class Privacy(TrustProperty):
                           extra=dict(lora_rank=0, prefix_tokens=8, suffix_tokens=4, prompt_tokens=16, gen_tokens=12,
                                      n_eval=8, n_pii=4, pii_context=12)),
             # One seed of the bundled decoders on 2 shared CPU cores in ~20-30 min (docs/privacy.md has the
-            # measured time): few, short e-mails and LoRA on the top 8 blocks, so backward stops early.
+            # measured time): few, short e-mails and LoRA on the top blocks, so backward stops early. With 32
+            # e-mails, DP-Adam does not learn (the noise swamps every coordinate); plain SGD with rank-4 LoRA on the
+            # top 2 blocks does, by ~6% of its training loss at ε = 8 (bench/README.md "DP recipes"): the weak model
+            # over 8 epochs, the strong model (3.5x its cost per step) in batches of 16 (σ/B 0.075 instead of 0.127).
             "quick": dict(weak_model="smollm2-135m", strong_model="gemma3-270m", seeds=[0],
                           lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0, n_bootstrap=500,
-                          weak_train=dict(lr=3e-3, epochs=4, batch_size=8, max_length=64),
-                          strong_train=dict(lr=3e-3, epochs=4, batch_size=8, max_length=64),
+                          weak_train=dict(lr=0.2, epochs=8, batch_size=8, max_length=64),
+                          strong_train=dict(lr=0.2, epochs=4, batch_size=16, max_length=64),
                           data=dict(n_weak=32, n_wts=32, n_test=32), eval_batch_size=16,
-                          extra=dict(lora_rank=16, lora_layers=8, prefix_tokens=24, suffix_tokens=16,
+                          extra=dict(optimizer="sgd", lora_rank=4, lora_layers=2, prefix_tokens=24, suffix_tokens=16,
                                      prompt_tokens=32, gen_tokens=32, n_eval=32, n_pii=16, pii_context=24)),
             # The bundled decoders on all 3,073 offline e-mails (1,200 / 1,200 / 673), 3 seeds; 500 training e-mails
             # per model for extraction and MIA (standard error of the extraction rate ≈ 1 point). ε = 8 for every
@@ -121,6 +125,8 @@ class Privacy(TrustProperty):
             raise W2SError(f"extra.max_grad_norm (DP clipping norm C) must be > 0, got {o['max_grad_norm']}")
         if o["accountant"] not in {"rdp", "prv", "gdp"}:
             raise W2SError(f"extra.accountant must be rdp, prv or gdp, got {o['accountant']}")
+        if o["optimizer"] not in OPTIMIZERS:
+            raise W2SError(f"extra.optimizer must be one of {', '.join(OPTIMIZERS)}, got {o['optimizer']}")
         for key in ("prefix_tokens", "suffix_tokens", "prompt_tokens", "gen_tokens", "n_eval"):
             if int(o[key]) < 1:
                 raise W2SError(f"extra.{key} must be >= 1, got {o[key]}")
@@ -139,7 +145,8 @@ class Privacy(TrustProperty):
         o = self.options(cfg)
         return LMOptions(lora_rank=int(o["lora_rank"]), lora_layers=int(o["lora_layers"]),
                          freeze_embeddings=bool(o["freeze_embeddings"]),
-                         delta=float(o["delta"]), max_grad_norm=float(o["max_grad_norm"]), accountant=o["accountant"])
+                         delta=float(o["delta"]), max_grad_norm=float(o["max_grad_norm"]), accountant=o["accountant"],
+                         optimizer=o["optimizer"])
 
     # ---- data
     def data_files(self, cfg):

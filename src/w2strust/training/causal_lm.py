@@ -11,6 +11,14 @@ per-sample gradient is clipped to norm C, the sum gets N(0, σ²C²) noise, and 
 default) reports the ε actually spent, which is what the metric ``epsilon`` stores. The optimiser
 under the DP wrapper is AdamW (DP-Adam, as is usual for LM fine-tuning): the privacy guarantee
 comes from clipping + noise and holds for any optimiser that only sees the noisy gradient.
+``LMOptions.optimizer = "sgd"`` gives plain DP-SGD instead: with few, small batches the noise dwarfs the
+clipped gradient on every coordinate, and Adam's per-coordinate normalisation turns that noise into
+steps of size lr on every coordinate, so DP-Adam barely moves the loss where DP-SGD, whose noise only
+costs through the curvature, learns (bench/README.md "DP recipes").
+
+Whether a model learned is measured on its own training rows: the mean per-row loss over all of them,
+in eval mode, before and after training (``train_loss_before`` / ``train_loss_after`` in the log). With a
+few dozen e-mails the batch losses of the curve vary by more between batches than training moves them.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ class LMOptions:
     delta: float = 1e-5  # DP δ
     max_grad_norm: float = 1.0  # DP per-sample clipping norm C
     accountant: str = "rdp"  # Opacus accountant: rdp | prv | gdp
+    optimizer: str = "adamw"  # adamw | sgd (plain SGD, no momentum), with or without DP
+
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 def prepare_model(model: torch.nn.Module, opts: LMOptions) -> torch.nn.Module:
@@ -93,6 +105,28 @@ def per_row_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
+@torch.no_grad()
+def mean_row_loss(model, ids: torch.Tensor, mask: torch.Tensor, batch_size: int, precision: str,
+                  device: torch.device) -> float:
+    """The training objective over all rows, in eval mode (no dropout): the mean of ``per_row_loss``."""
+    was_training = model.training
+    model.eval()
+    losses = []
+    for i in range(0, len(ids), batch_size):
+        with autocast(precision, device):
+            losses.append(per_row_loss(model, ids[i:i + batch_size].to(device), mask[i:i + batch_size].to(device)))
+    model.train(was_training)
+    return float(torch.cat(losses).mean())
+
+
+def make_optimizer(params: list[torch.nn.Parameter], tcfg: TrainConfig, name: str) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    raise W2SError(f"unknown optimizer '{name}'; choose from {', '.join(OPTIMIZERS)}")
+
+
 def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts: LMOptions, epsilon: float,
                     seed: int, device: torch.device, desc: str = "train",
                     precision: str = "fp32") -> tuple[torch.nn.Module, dict]:
@@ -110,9 +144,10 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
     model.train()
     ids, mask = tokenize(tokenizer, texts, tcfg.max_length)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(trainable, lr=tcfg.lr, weight_decay=tcfg.weight_decay)  # the schedule comes below:
+    optim = make_optimizer(trainable, tcfg, opts.optimizer)  # the schedule comes below, on what DP wraps
     log: dict = {"n_texts": len(texts), "trainable_params": int(sum(p.numel() for p in trainable)),
-                 "lm_options": asdict(opts), "dp": epsilon > 0, "precision": precision}
+                 "lm_options": asdict(opts), "dp": epsilon > 0, "precision": precision,
+                 "train_loss_before": mean_row_loss(model, ids, mask, tcfg.batch_size, precision, device)}
     losses: list[float] = []
     engine = None
     if epsilon > 0:
@@ -150,7 +185,9 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
     log["curve"] = curve.points
     if engine is not None:
         log["epsilon"] = float(engine.get_epsilon(opts.delta))
-    return finish_model(model), log
+    model = finish_model(model)
+    log["train_loss_after"] = mean_row_loss(model, ids, mask, tcfg.batch_size, precision, device)
+    return model, log
 
 
 @lru_cache(maxsize=64)
