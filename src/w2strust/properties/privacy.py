@@ -83,8 +83,9 @@ class Privacy(TrustProperty):
             # One seed of the bundled decoders on 2 shared CPU cores in ~20-30 min (docs/privacy.md has the
             # measured time): few, short e-mails and LoRA on the top blocks, so backward stops early. With 32
             # e-mails, DP-Adam does not learn (the noise swamps every coordinate); plain SGD with rank-4 LoRA on the
-            # top 2 blocks does, by ~6% of its training loss at ε = 8 (bench/README.md "DP recipes"): the weak model
-            # over 8 epochs, the strong model (3.5x its cost per step) in batches of 16 (σ/B 0.075 instead of 0.127).
+            # top 2 blocks does, by 4-6% of its training loss at ε = 8, around the validity gate's 5% (bench/README.md
+            # "DP recipes"; README "Measured"): the weak model over 8 epochs, the strong model (3.5x its cost per
+            # step) in batches of 16 (σ/B 0.075 instead of 0.127).
             "quick": dict(weak_model="smollm2-135m", strong_model="gemma3-270m", seeds=[0],
                           lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0, n_bootstrap=500,
                           weak_train=dict(lr=0.2, epochs=8, batch_size=8, max_length=64),

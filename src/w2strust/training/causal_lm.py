@@ -9,7 +9,7 @@ DP (paper eq. 6): ``PrivacyEngine.make_private_with_epsilon`` picks the noise mu
 the target ε at δ after the planned number of steps (Poisson sampling, rate q = batch / N); each
 per-sample gradient is clipped to norm C, the sum gets N(0, σ²C²) noise, and the accountant (RDP by
 default) reports the ε actually spent, which is what the metric ``epsilon`` stores. The optimiser
-under the DP wrapper is AdamW (DP-Adam, as is usual for LM fine-tuning): the privacy guarantee
+under the DP wrapper is AdamW by default (DP-Adam, as is usual for LM fine-tuning): the privacy guarantee
 comes from clipping + noise and holds for any optimiser that only sees the noisy gradient.
 ``LMOptions.optimizer = "sgd"`` gives plain DP-SGD instead: with few, small batches the noise dwarfs the
 clipped gradient on every coordinate, and Adam's per-coordinate normalisation turns that noise into
