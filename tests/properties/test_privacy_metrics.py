@@ -123,3 +123,24 @@ def test_an_unknown_optimizer_is_refused_with_the_choices():
 
     with pytest.raises(W2SError, match="extra.optimizer must be one of adamw, sgd, got adam"):
         build_config("privacy", "smoke", overrides={"extra": {"optimizer": "adam"}})
+
+
+def test_token_nll_equals_log_softmax_of_the_next_token_and_token_logprobs_uses_it():
+    from w2strust.training.causal_lm import token_nll
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 50, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 50, (3, 7), generator=g)
+    expected = -torch.log_softmax(logits, -1)[:, :-1].gather(2, ids[:, 1:, None])[..., 0]  # position t predicts t+1
+    got = token_nll(logits.float(), ids)
+    assert got.shape == (3, 6)
+    assert torch.allclose(got.double(), expected, atol=1e-5)
+
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    texts = ["a short line", "a somewhat longer line of plain words here"]
+    lps = pm.token_logprobs(model, tok, texts, 16, 2, CPU)
+    for text, lp in zip(texts, lps, strict=True):
+        enc = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            alone = -token_nll(model(**enc).logits, enc["input_ids"])[0]
+        assert np.allclose(lp, alone.numpy(), atol=1e-4)  # padding the shorter row changes nothing of its tokens

@@ -62,6 +62,9 @@ class Privacy(TrustProperty):
     lambda_grid = (0.0, 1.0, 4.0, 8.0)  # ε; 0 (no DP) is the reference. ceiling_max_drop is in perplexity units here
     may_be_missing = ("pii_extraction", "pii_kshot")  # NaN when the e-mails hold no address to complete
     extra_options = DEFAULTS
+    # in every stage key: how token losses are computed (training.causal_lm.token_nll, flat cross-entropy since
+    # 2026-12-03; the earlier layout gave losses that differ in the last float bits, so its stages are not reused)
+    key_extra = {"token_nll": "flat"}
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
     task_gap_units = "nats per token (−ln perplexity)"

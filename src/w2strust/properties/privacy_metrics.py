@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ..training.causal_lm import token_nll
+
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
@@ -80,8 +82,7 @@ def token_logprobs(model, tokenizer, texts: list[str], max_length: int, batch_si
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt").to(device)
-        logits = model(**enc).logits[:, :-1].float()
-        lp = torch.gather(logits.log_softmax(-1), 2, enc["input_ids"][:, 1:, None])[..., 0]
+        lp = -token_nll(model(**enc).logits, enc["input_ids"])
         mask = enc["attention_mask"][:, 1:].bool()
         out.extend(lp[i][mask[i]].cpu().numpy() for i in range(len(lp)))
     return out
