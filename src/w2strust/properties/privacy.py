@@ -83,17 +83,17 @@ class Privacy(TrustProperty):
                           data=dict(n_weak=16, n_wts=16, n_test=8), eval_batch_size=16,
                           extra=dict(lora_rank=0, prefix_tokens=8, suffix_tokens=4, prompt_tokens=16, gen_tokens=12,
                                      n_eval=8, n_pii=4, pii_context=12)),
-            # One seed of the bundled decoders on 2 shared CPU cores in ~20-30 min (docs/privacy.md has the
-            # measured time): few, short e-mails and LoRA on the top blocks, so backward stops early. With 32
-            # e-mails, DP-Adam does not learn (the noise swamps every coordinate); plain SGD with rank-4 LoRA on the
-            # top 2 blocks does, by 4-6% of its training loss at ε = 8, around the validity gate's 5% (bench/README.md
-            # "DP recipes"; README "Measured"): the weak model over 8 epochs, the strong model (3.5x its cost per
-            # step) in batches of 16 (σ/B 0.075 instead of 0.127).
+            # One seed of the bundled decoders on 2 CPU cores in ~40 min: few, short e-mails and LoRA on the top
+            # blocks, so backward stops early. DP-Adam does not learn here (the noise swamps every coordinate);
+            # plain SGD with rank-4 LoRA on the top 2 blocks does (bench/README.md "DP recipes"). 64 e-mails in
+            # batches of 16 rather than 32 in batches of 8: the same sampling rate and σ at ε = 8, half the noise on
+            # the mean gradient, so the DP models learn 6-8% of their training loss instead of 4-6% (the validity
+            # gate wants 5%); the weak model over 8 epochs, the strong model (~2x its cost per row) over 4.
             "quick": dict(weak_model="smollm2-135m", strong_model="gemma3-270m", seeds=[0],
                           lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0, n_bootstrap=500,
-                          weak_train=dict(lr=0.2, epochs=8, batch_size=8, max_length=64),
+                          weak_train=dict(lr=0.2, epochs=8, batch_size=16, max_length=64),
                           strong_train=dict(lr=0.2, epochs=4, batch_size=16, max_length=64),
-                          data=dict(n_weak=32, n_wts=32, n_test=32), eval_batch_size=16,
+                          data=dict(n_weak=64, n_wts=64, n_test=32), eval_batch_size=16,
                           extra=dict(optimizer="sgd", lora_rank=4, lora_layers=2, prefix_tokens=24, suffix_tokens=16,
                                      prompt_tokens=32, gen_tokens=32, n_eval=32, n_pii=16, pii_context=24)),
             # The bundled decoders on all 3,073 offline e-mails (1,200 / 1,200 / 673), 3 seeds; 500 training e-mails
