@@ -25,8 +25,8 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 DATA_DIR = os.environ.get("W2STRUST_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-# (model, optimizer, lr, lora_rank, lora_layers, epsilon[, batch size[, epochs]]; default the preset's 8 and 4), most
-# decision-relevant first
+# (model, optimizer, lr, lora_rank, lora_layers, epsilon[, batch size[, epochs[, e-mails]]]; default the preset's 8, 4
+# and 32), most decision-relevant first
 GRIDS = {
     "weak": [("smollm2-135m", "adamw", 3e-3, 16, 8, 8.0), ("smollm2-135m", "adamw", 3e-3, 16, 8, 0.0),
              ("smollm2-135m", "adamw", 3e-4, 16, 8, 8.0), ("smollm2-135m", "adamw", 3e-3, 4, 2, 8.0),
@@ -45,6 +45,10 @@ GRIDS = {
     "epochs8": [("smollm2-135m", "sgd", 0.2, 4, 2, 8.0, 8, 8), ("smollm2-135m", "sgd", 0.2, 4, 2, 0.0, 8, 8)],
     # after the CPU study (its DP weak model, 8 epochs, fell 6.0 / 4.9 / 3.9% on seeds 0-2): more margin? (3 seeds)
     "weak-margin": [("smollm2-135m", "sgd", 0.2, 4, 2, 8.0, 8, 12), ("smollm2-135m", "sgd", 0.3, 4, 2, 8.0, 8, 8)],
+    # less noise per step at the same ε and steps: twice the e-mails in batches twice as large (same q, same σ, half
+    # σ·C/B on the mean gradient; twice the tokens, so twice the time)
+    "more-emails": [("smollm2-135m", "sgd", 0.2, 4, 2, 8.0, 16, 8, 64),
+                    ("gemma3-270m", "sgd", 0.2, 4, 2, 8.0, 16, 4, 64)],
 }
 
 
@@ -63,8 +67,12 @@ def run_one(conf: tuple, seed: int, data_dir: str) -> dict:
     from w2strust.training.causal_lm import mean_row_loss, tokenize, train_causal_lm
 
     model_name, optimizer, lr, rank, layers, eps = conf[:6]
+    n_texts = conf[8] if len(conf) > 8 else 32
     cfg = build_config("privacy", "quick", overrides=dict(
-        data=dict(data_dir=data_dir), extra=dict(lora_rank=rank, lora_layers=layers, optimizer=optimizer)))
+        # n_wts / n_test fixed at the values every row was measured with: a seed's e-mails are drawn for all three
+        # splits together, so the preset's later sizes must not change which e-mails D_W holds
+        data=dict(data_dir=data_dir, n_weak=n_texts, n_wts=32, n_test=32),
+        extra=dict(lora_rank=rank, lora_layers=layers, optimizer=optimizer)))
     prop = get("privacy")
     splits = prop.load_splits(cfg, seed)
     tcfg = cfg.weak_train if model_name == cfg.weak_model else cfg.strong_train
@@ -100,9 +108,10 @@ def main() -> None:
     out = Path(a.out)
     done = json.loads(out.read_text()) if out.exists() else []
     seen = {(r["model"], r["optimizer"], r["lr"], r["lora_rank"], r["lora_layers"], r["epsilon"], r["batch_size"],
-             r.get("epochs", 4), r["seed"]) for r in done}
+             r.get("epochs", 4), r["n_texts"], r["seed"]) for r in done}
+    defaults = (8, 4, 32)  # batch size, epochs, e-mails when a tuple leaves them out
     todo = [(c, s) for g in (a.grid or sorted(GRIDS)) for c in GRIDS[g] for s in a.seeds
-            if (*c[:6], c[6] if len(c) > 6 else 8, c[7] if len(c) > 7 else 4, s) not in seen]
+            if (*c[:6], *c[6:], *defaults[len(c) - 6:], s) not in seen]
     print(f"{len(todo)} runs ({len(seen)} already in {out})", flush=True)
     with ProcessPoolExecutor(a.jobs) as pool:
         futures = [pool.submit(run_one, c, s, a.data_dir) for c, s in todo]
@@ -111,8 +120,9 @@ def main() -> None:
             done.append(r)
             out.write_text(json.dumps(done, indent=1) + "\n")
             print(f"{r['model']:13s} {r['optimizer']:5s} lr={r['lr']:<6g} r={r['lora_rank']:<2d} "
-                  f"top={r['lora_layers']} eps={r['epsilon']:g} batch={r['batch_size']} epochs={r.get('epochs', 4):g} "
-                  f"seed={r['seed']}  train {r['train_loss_before']:.3f} -> {r['train_loss_after']:.3f} "
+                  f"top={r['lora_layers']} eps={r['epsilon']:g} batch={r['batch_size']} "
+                  f"epochs={r.get('epochs', 4):g} n={r['n_texts']} seed={r['seed']}  "
+                  f"train {r['train_loss_before']:.3f} -> {r['train_loss_after']:.3f} "
                   f"({-100 * r['train_drop']:+.1f}%)  held-out {r['heldout_before']:.3f} -> "
                   f"{r['heldout_after']:.3f}  {r['seconds']:.0f} s", flush=True)
 
