@@ -69,8 +69,8 @@ def run_one(conf: tuple, seed: int, data_dir: str) -> dict:
     model_name, optimizer, lr, rank, layers, eps = conf[:6]
     n_texts = conf[8] if len(conf) > 8 else 32
     cfg = build_config("privacy", "quick", overrides=dict(
-        # n_wts / n_test fixed at the values every row was measured with: a seed's e-mails are drawn for all three
-        # splits together, so the preset's later sizes must not change which e-mails D_W holds
+        # n_wts / n_test fixed at the values every row was measured with: D_W is the first n_weak e-mails of the
+        # seed's permutation, the held-out D_T comes after D_WTS, so the preset's n_wts must not move it
         data=dict(data_dir=data_dir, n_weak=n_texts, n_wts=32, n_test=32),
         extra=dict(lora_rank=rank, lora_layers=layers, optimizer=optimizer)))
     prop = get("privacy")
