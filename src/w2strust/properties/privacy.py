@@ -83,7 +83,7 @@ class Privacy(TrustProperty):
                           data=dict(n_weak=16, n_wts=16, n_test=8), eval_batch_size=16,
                           extra=dict(lora_rank=0, prefix_tokens=8, suffix_tokens=4, prompt_tokens=16, gen_tokens=12,
                                      n_eval=8, n_pii=4, pii_context=12)),
-            # One seed of the bundled decoders on 2 CPU cores in ~40 min: few, short e-mails and LoRA on the top
+            # One seed of the bundled decoders in ~25 min on 2 cores (--workers 2): few, short e-mails, LoRA on the top
             # blocks, so backward stops early. DP-Adam does not learn here (the noise swamps every coordinate);
             # plain SGD with rank-4 LoRA on the top 2 blocks does (bench/README.md "DP recipes"). 64 e-mails in
             # batches of 16 rather than 32 in batches of 8: the same sampling rate and σ at ε = 8, half the noise on
