@@ -25,8 +25,10 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 DATA_DIR = os.environ.get("W2STRUST_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-# (model, optimizer, lr, lora_rank, lora_layers, epsilon[, batch size[, epochs[, e-mails]]]; default the preset's 8, 4
-# and 32), most decision-relevant first
+# (model, optimizer, lr, lora_rank, lora_layers, epsilon[, batch size[, epochs[, e-mails]]]), most decision-relevant
+# first. A tuple that leaves the last ones out gets TAIL_DEFAULTS: the quick preset's sizes when the rows were measured,
+# fixed here so that the recorded rows reproduce whatever the preset says now.
+TAIL_DEFAULTS = (8, 4, 32)  # batch size, epochs, e-mails
 GRIDS = {
     "weak": [("smollm2-135m", "adamw", 3e-3, 16, 8, 8.0), ("smollm2-135m", "adamw", 3e-3, 16, 8, 0.0),
              ("smollm2-135m", "adamw", 3e-4, 16, 8, 8.0), ("smollm2-135m", "adamw", 3e-3, 4, 2, 8.0),
@@ -52,6 +54,11 @@ GRIDS = {
 }
 
 
+def full(conf: tuple) -> tuple:
+    """A grid tuple with its batch size, epochs and e-mails filled in from TAIL_DEFAULTS where it leaves them out."""
+    return (*conf, *TAIL_DEFAULTS[len(conf) - 6:])
+
+
 def run_one(conf: tuple, seed: int, data_dir: str) -> dict:
     import warnings
 
@@ -66,8 +73,7 @@ def run_one(conf: tuple, seed: int, data_dir: str) -> dict:
     from w2strust.properties import get
     from w2strust.training.causal_lm import mean_row_loss, tokenize, train_causal_lm
 
-    model_name, optimizer, lr, rank, layers, eps = conf[:6]
-    n_texts = conf[8] if len(conf) > 8 else 32
+    model_name, optimizer, lr, rank, layers, eps, batch_size, epochs, n_texts = full(conf)
     cfg = build_config("privacy", "quick", overrides=dict(
         # n_wts / n_test fixed at the values every row was measured with: D_W is the first n_weak e-mails of the
         # seed's permutation, the held-out D_T comes after D_WTS, so the preset's n_wts must not move it
@@ -77,10 +83,7 @@ def run_one(conf: tuple, seed: int, data_dir: str) -> dict:
     splits = prop.load_splits(cfg, seed)
     tcfg = cfg.weak_train if model_name == cfg.weak_model else cfg.strong_train
     tcfg.lr = lr
-    if len(conf) > 6:
-        tcfg.batch_size = conf[6]
-    if len(conf) > 7:
-        tcfg.epochs = conf[7]
+    tcfg.batch_size, tcfg.epochs = batch_size, epochs
     cpu = torch.device("cpu")
     model, tok = build_causal_lm(model_name)
     test_ids, test_mask = tokenize(tok, list(splits.test["text"]), tcfg.max_length)
@@ -109,9 +112,8 @@ def main() -> None:
     done = json.loads(out.read_text()) if out.exists() else []
     seen = {(r["model"], r["optimizer"], r["lr"], r["lora_rank"], r["lora_layers"], r["epsilon"], r["batch_size"],
              r.get("epochs", 4), r["n_texts"], r["seed"]) for r in done}
-    defaults = (8, 4, 32)  # batch size, epochs, e-mails when a tuple leaves them out
     todo = [(c, s) for g in (a.grid or sorted(GRIDS)) for c in GRIDS[g] for s in a.seeds
-            if (*c[:6], *c[6:], *defaults[len(c) - 6:], s) not in seen]
+            if (*full(c), s) not in seen]
     print(f"{len(todo)} runs ({len(seen)} already in {out})", flush=True)
     with ProcessPoolExecutor(a.jobs) as pool:
         futures = [pool.submit(run_one, c, s, a.data_dir) for c, s in todo]
