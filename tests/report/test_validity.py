@@ -34,10 +34,10 @@ def _preds(seed: int, acc: float, role: str, collapsed: bool = False) -> dict[st
 
 
 def _run(acc: dict[str, float], losses: dict[str, tuple[float, float]] | None = None, collapse: str | None = None,
-         data_losses: dict[str, tuple[float, float]] | None = None):
+         data_losses: dict[str, tuple[float, float]] | None = None, prop=None, lambdas=(0.0, 0.0, 0.0)):
     """Records, predictions and stage metas of a synthetic fairness run (one strategy, two seeds); ``data_losses``:
     a role's loss over all its training rows before and after training, as the causal-LM trainer logs it."""
-    prop = Fairness()
+    prop = prop or Fairness()
     records, preds, metas = [], {}, {}
     for seed in SEEDS:
         for role, a in acc.items():
@@ -48,8 +48,9 @@ def _run(acc: dict[str, float], losses: dict[str, tuple[float, float]] | None = 
             if role in (data_losses or {}):
                 metas[art]["train"]["train_loss_before"], metas[art]["train"]["train_loss_after"] = data_losses[role]
             metrics = prop.metrics(preds[art], _columns(seed))
-            records.append({"strategy": "no_tft", "role": role, "seed": seed, "artefact": art, "lambda_weak": 0.0,
-                            "lambda_ceiling": 0.0, "metrics": metrics})
+            records.append({"strategy": "no_tft", "role": role, "seed": seed, "artefact": art,
+                            **dict(zip(("lambda_weak", "lambda_wts", "lambda_ceiling"), lambdas, strict=True)),
+                            "metrics": metrics})
     collapsed = [{"strategy": "no_tft", "role": collapse, "seed": s, "class": 0} for s in SEEDS] if collapse else []
     return prop, records, preds.__getitem__, metas.__getitem__, collapsed
 
@@ -152,6 +153,71 @@ def test_a_student_above_its_ceiling_is_flagged():
     v = _check({**ACC, "weak": 0.74, "wts_aux": 0.85})
     aux = v["strategies"]["no_tft"]["students"]["wts_aux"]
     assert aux["above_ceiling"] and aux["minus_ceiling"] == pytest.approx(0.05) and aux["pgr"]["value"] > 1
+
+
+class _FakeEvidence(validity.Evidence):
+    """Per-seed values only (like privacy's perplexity): every CI is over resampled seeds."""
+
+    def __init__(self, values: dict[str, list[float]]):
+        self.values, self.seeds, self.n, self.rng_seed = values, [0, 1, 2], 2000, 0
+
+    def task_score(self, role, seed):
+        return self.values[role][seed]
+
+    trust = task_score
+
+    def task_replicates(self, role):
+        return None
+
+    def trust_replicates(self, role):
+        return self.seed_replicates(dict(enumerate(self.values[role])))
+
+
+def test_a_ratio_over_no_gap_is_undefined_not_a_number():
+    # the weak model and the ceiling equally trustworthy (privacy's DP weak model and DP ceiling: the same extraction
+    # rate): the ratio divides by noise around 0, so it is reported undefined, with the gap it would divide by
+    ev = _FakeEvidence({"weak": [0.15, 0.14, 0.16], "strong_ceiling": [0.16, 0.14, 0.15], "wts_naive": [0.2, 0.1, 0.3]})
+    for metric in ("task", "trust"):
+        r = validity._recovered(ev, "wts_naive", "weak", metric)
+        assert r["value"] is None and r["ci"] is None and r["undefined"].startswith(f"no {metric} gap to recover")
+    from w2strust.report.run_report import _ci
+    assert _ci(r, 2) == "undefined (no gap)"
+
+
+def test_a_ratio_over_a_clear_gap_uses_the_same_resampled_seeds_for_every_role():
+    ev = _FakeEvidence({"weak": [0.10, 0.12, 0.11], "strong_ceiling": [0.30, 0.31, 0.29],
+                        "wts_naive": [0.20, 0.22, 0.18]})
+    r = validity._recovered(ev, "wts_naive", "weak", "trust")
+    assert r["value"] == pytest.approx((0.20 - 0.11) / (0.30 - 0.11))
+    # by hand: resample the three seeds (the same draw for each role), ratio of the means, 2.5 / 97.5 percentiles
+    idx = np.random.default_rng([0, 7]).integers(0, 3, (2000, 3))
+    m = {role: np.asarray(v)[idx].mean(1) for role, v in ev.values.items()}
+    hand = (m["wts_naive"] - m["weak"]) / (m["strong_ceiling"] - m["weak"])
+    assert r["ci"] == pytest.approx(list(np.percentile(hand, [2.5, 97.5])))
+
+
+class _AtEqualLambda(Fairness):
+    gap_at_equal_lambda = True  # as privacy: the gap compares the ceiling with the weak model at the ceiling's λ
+
+
+@pytest.mark.parametrize("lam_wts", [0.0, 1.0])
+def test_at_equal_lambda_only_students_at_the_ceiling_s_lambda_get_a_pgr(lam_wts):
+    # privacy's No TFT: a non-DP student against a DP ceiling "recovers" more than the whole gap and sits "above its
+    # ceiling" by construction; neither says anything, so neither is reported
+    prop, records, load_preds, load_meta, collapsed = _run({**ACC, "weak": 0.74, "wts_aux": 0.85},
+                                                           prop=_AtEqualLambda(), lambdas=(1.0, lam_wts, 1.0))
+    v = validity.check(prop, records, load_preds, load_meta, _columns, collapsed, 0.03, 200)
+    st = v["strategies"]["no_tft"]
+    assert st["gap"]["passes"] and st["valid"]
+    aux = st["students"]["wts_aux"]
+    if lam_wts == 1.0:
+        assert aux["above_ceiling"] and aux["pgr"]["value"] > 1 and "not_compared" not in aux
+    else:
+        assert "pgr" not in aux and "above_ceiling" not in aux
+        assert aux["not_compared"].startswith("trained at λ = 0, the ceiling at λ = 1")
+        from w2strust.report.run_report import validity_markdown
+        text = "\n".join(validity_markdown(v, prop))
+        assert "n/a (unequal λ)" in text and "above its ceiling" not in text
 
 
 def test_a_weak_model_at_the_majority_rate_is_invalid():

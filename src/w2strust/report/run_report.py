@@ -226,6 +226,8 @@ def ceiling_markdown(ceiling: dict[str, Any]) -> list[str]:
 
 
 def _ci(stat: dict[str, Any] | None, digits: int = 3, sign: bool = True) -> str:
+    if stat and stat.get("undefined"):  # a ratio over a gap indistinguishable from 0 (validity._recovered)
+        return "undefined (no gap)"
     if not stat or stat.get("value") is None:
         return "–"
     f = f"{{:{'+' if sign else ''}.{digits}f}}"
@@ -250,12 +252,19 @@ def validity_markdown(checks: dict[str, Any], prop) -> list[str]:
              "| strategy | weak − majority | ceiling − weak | " + " | ".join(
                  f"{ROLE_LABELS[r]} PGR | {ROLE_LABELS[r]} trust gap recovered" for r in students) + " | valid |",
              "|---|---|---|" + "---|---|" * len(students) + "---|"]
-    flags = []
+    flags, notes = [], []
     for name, st in checks["strategies"].items():
         cells = [_ci(st.get("weak_beats_majority")), _ci(st.get("gap"))]
         for r in students:
             info = st["students"].get(r, {})
-            cells += [_ci(info.get("pgr"), 2), _ci(info.get("trust_gap_recovered"), 2)]
+            if info.get("not_compared"):
+                cells += ["n/a (unequal λ)"] * 2
+                notes.append(f"- {STRATEGY_LABELS[name]} / {ROLE_LABELS[r]}: {info['not_compared']}")
+            else:
+                cells += [_ci(info.get("pgr"), 2), _ci(info.get("trust_gap_recovered"), 2)]
+            notes += [f"- {STRATEGY_LABELS[name]} / {ROLE_LABELS[r]} {what}: undefined, {info[key]['undefined']}"
+                      for key, what in (("pgr", "PGR"), ("trust_gap_recovered", "trust gap recovered"))
+                      if info.get(key, {}).get("undefined")]
             if info.get("above_ceiling"):
                 flags.append(f"- {STRATEGY_LABELS[name]} / {ROLE_LABELS[r]} is above its ceiling on the task metric "
                              f"({info['minus_ceiling']:+.3f}): a student should not beat a ceiling trained on ground "
@@ -265,6 +274,8 @@ def validity_markdown(checks: dict[str, Any], prop) -> list[str]:
                   for r, info in st.get("teachers", {}).items() for p in info["problems"]]
         verdict = "yes" if st["valid"] else "no: " + "; ".join(st["reasons"])
         lines.append(f"| {STRATEGY_LABELS[name]} | " + " | ".join(cells) + f" | {verdict} |")
+    if notes:
+        lines += ["", "Not on the gap's scale:", "", *notes]
     if flags:
         lines += ["", "Flags:", "", *flags]
     return lines + [""]

@@ -12,8 +12,9 @@ Per strategy (paper §4, Burns et al.):
   does not show it where a pretrained model is good at the task before any training (privacy's language models: a
   DP-SGD model whose loss never fell is the pretrained model plus noise, and its "privacy" is not the method's);
 - **PGR** = (student − weak) / (ceiling − weak) of the task metric, and the same ratio of the trust metric ("trust
-  gap recovered"), each with a bootstrap CI, computed only where the gap gate passes; a student above its ceiling
-  on the task metric is flagged.
+  gap recovered"), each with a bootstrap CI, computed only where the gap gate passes (and, for a gap at equal λ,
+  only for students trained at the ceiling's λ); a ratio whose denominator's CI includes 0 is ``undefined``, not a
+  number; a student above its ceiling on the task metric is flagged.
 A strategy that fails a gate is not a weak-to-strong setting: its Table 1 cell reads ``invalid (<reason>)`` and is
 counted apart (``table1.py``).
 
@@ -204,7 +205,10 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
         st: dict[str, Any] = {"learned": not problems, "problems": problems}
         if problems:
             reasons.append(f"{role} did not learn ({problems[0]})")
-        if gap_ok:
+        unequal = _unequal_lambda(prop, ev, role)
+        if gap_ok and unequal:
+            st["not_compared"] = unequal
+        elif gap_ok:
             st["pgr"] = _recovered(ev, role, weak_role, "task")
             st["trust_gap_recovered"] = _recovered(ev, role, weak_role, "trust")
             minus = float(np.mean([ev.task_score(role, s) - ev.task_score("strong_ceiling", s) for s in seeds]))
@@ -232,17 +236,44 @@ def _loss_problem(load_meta, artefact: str, seed: int) -> str | None:
     return None
 
 
+def _unequal_lambda(prop, ev: Evidence, role: str) -> str | None:
+    """Why a student is not put on the gap's scale, or None. Where the gap is measured at equal λ (privacy: DP noise
+    costs perplexity), a student trained at another λ than the ceiling differs from both ends of the gap in its
+    training, not in what it learned from whom: a non-DP student "recovers" more than the whole DP gap and sits
+    "above" a DP ceiling by construction, so its PGR and the above-ceiling flag would say nothing."""
+    if not prop.gap_at_equal_lambda:
+        return None
+    rec = ev.recs[(role, ev.seeds[0])]
+    lam_s, lam_c = float(rec.get("lambda_wts", 0.0)), float(rec["lambda_ceiling"])
+    if lam_s == lam_c:
+        return None
+    return (f"trained at λ = {lam_s:g}, the ceiling at λ = {lam_c:g} (λ: {prop.lambda_meaning}): the gap is "
+            "measured at equal λ, so PGR is reported only for students trained at the ceiling's λ")
+
+
 def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str, Any]:
-    """PGR (``task``) or trust gap recovered (``trust``): the ratio of means over seeds, and its bootstrap CI."""
+    """PGR (``task``) or trust gap recovered (``trust``): the ratio of means over seeds, and its bootstrap CI (over
+    test rows; over seeds where the task metric cannot be recomputed from predictions).
+
+    The ratio is undefined where its denominator, ceiling − weak, is not clearly away from 0 (its CI includes 0):
+    replicates then divide by numbers near 0 and the interval runs off to ± tens. Reported as ``undefined`` with
+    the gap it would divide by, instead of a number. (The task gap gate already demands a gap with its CI above 0;
+    the trust metric has no such gate.)"""
     roles = (role, weak_role, "strong_ceiling")
     value_of = ev.task_score if metric == "task" else ev.trust
-    means = {r: np.mean([value_of(r, s) for s in ev.seeds]) for r in roles}
+    per_seed = {r: {s: value_of(r, s) for s in ev.seeds} for r in roles}
+    means = {r: float(np.mean(list(v.values()))) for r, v in per_seed.items()}
     reps = {r: ev.task_replicates(r) if metric == "task" else ev.trust_replicates(r) for r in roles}
+    if any(v is None for v in reps.values()):  # the same resampled seeds for every role (seed_replicates)
+        reps = {r: ev.seed_replicates(per_seed[r]) for r in roles}
+    gap = means["strong_ceiling"] - means[weak_role]
+    gap_ci = interval(reps["strong_ceiling"] - reps[weak_role])
+    if gap == 0 or gap_ci is None or gap_ci[0] <= 0 <= gap_ci[1]:
+        return {"value": None, "ci": None, "undefined": f"no {metric} gap to recover: ceiling − weak = "
+                f"{gap:+.4g}" + (f" [{gap_ci[0]:+.4g}, {gap_ci[1]:+.4g}]" if gap_ci else "")}
     value = ratio(means[role], means[weak_role], means["strong_ceiling"])
-    ci = None
-    if all(v is not None for v in reps.values()):
-        ci = interval([ratio(a, b, c) for a, b, c in zip(reps[role], reps[weak_role], reps["strong_ceiling"],
-                                                         strict=True)])
+    ci = interval([ratio(a, b, c) for a, b, c in zip(reps[role], reps[weak_role], reps["strong_ceiling"],
+                                                     strict=True)])
     return _stat(value, ci)
 
 
