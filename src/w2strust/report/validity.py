@@ -270,7 +270,7 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     gap_ci = interval(reps["strong_ceiling"] - reps[weak_role])
     if gap == 0 or gap_ci is None or gap_ci[0] <= 0 <= gap_ci[1]:
         return {"value": None, "ci": None, "undefined": f"no {metric} gap to recover: ceiling − weak = "
-                f"{gap:+.4g}" + (f" [{gap_ci[0]:+.4g}, {gap_ci[1]:+.4g}]" if gap_ci else "")}
+                f"{gap:+.4f}" + (f" [{gap_ci[0]:+.4f}, {gap_ci[1]:+.4f}]" if gap_ci else "")}
     value = ratio(means[role], means[weak_role], means["strong_ceiling"])
     ci = interval([ratio(a, b, c) for a, b, c in zip(reps[role], reps[weak_role], reps["strong_ceiling"],
                                                      strict=True)])
