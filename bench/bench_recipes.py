@@ -50,6 +50,8 @@ FULL = [
     ("B", "minilm-l1", 1e-3, "cls"),
     ("C", "tiny-bert-wide", 1e-3, "cls"), ("C", "tiny-bert-wide", 3e-3, "cls"), ("C", "minilm-l1", 5e-4, "cls"),
     ("C", "minilm-l6", 1e-4, "cls"),
+    # is a larger strong model more than 3 points above them on Adult, or does every encoder saturate?
+    ("C", "mpnet-base", 5e-5, "cls"),
 ]
 QUICK = [c for c in FULL if c[0] == "A" and c[1] != "mpnet-base" and c[3] == "cls"]
 
