@@ -102,6 +102,17 @@ class Evidence:
                              for idx in self.rows(s, "trust")])
         return np.mean(per_seed, axis=0)
 
+    def paired_replicates(self, roles: tuple[str, ...], metric: str) -> tuple[dict[str, np.ndarray], str]:
+        """Bootstrap replicates of each role's task score (``task``) or trust value (``trust``), paired across roles,
+        and what was resampled: the same test rows of each seed, or, where the task metric cannot be recomputed from
+        predictions (privacy's perplexity), the same seeds."""
+        if metric == "trust":
+            return {r: self.trust_replicates(r) for r in roles}, "test rows"
+        reps = {r: self.task_replicates(r) for r in roles}
+        if all(v is not None for v in reps.values()):
+            return reps, "test rows"
+        return {r: self.seed_replicates({s: self.task_score(r, s) for s in self.seeds}) for r in roles}, "seeds"
+
     def seed_replicates(self, values: dict[int, float]) -> np.ndarray:
         """Means over resampled seeds: the CI when the task metric cannot be recomputed from predictions."""
         v = np.asarray([values[s] for s in self.seeds])
@@ -169,13 +180,12 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
         gap_ok = False
     else:  # the capability gap
         per_seed = {s: ev.task_score("strong_ceiling", s) - ev.task_score(weak_role, s) for s in seeds}
-        c_reps, w_reps = ev.task_replicates("strong_ceiling"), ev.task_replicates(weak_role)
-        on_rows = c_reps is not None and w_reps is not None
-        gap_ci = interval(c_reps - w_reps if on_rows else ev.seed_replicates(per_seed))
+        reps, over = ev.paired_replicates(("strong_ceiling", weak_role), "task")
+        gap_ci = interval(reps["strong_ceiling"] - reps[weak_role])
         gap_ok = all(v >= min_gap for v in per_seed.values()) and gap_ci is not None and gap_ci[0] > 0
         res["gap"] = {"passes": gap_ok, "per_seed": {str(s): v for s, v in per_seed.items()},
                       **_stat(np.mean(list(per_seed.values())), gap_ci),
-                      "ci_over": "test rows" if on_rows else "seeds",
+                      "ci_over": over,
                       "weak_lambda": float(ev.recs[(weak_role, seeds[0])]["lambda_weak"])}
         if not gap_ok:
             worst = min(per_seed.values())
@@ -261,11 +271,8 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     the trust metric has no such gate.)"""
     roles = (role, weak_role, "strong_ceiling")
     value_of = ev.task_score if metric == "task" else ev.trust
-    per_seed = {r: {s: value_of(r, s) for s in ev.seeds} for r in roles}
-    means = {r: float(np.mean(list(v.values()))) for r, v in per_seed.items()}
-    reps = {r: ev.task_replicates(r) if metric == "task" else ev.trust_replicates(r) for r in roles}
-    if any(v is None for v in reps.values()):  # the same resampled seeds for every role (seed_replicates)
-        reps = {r: ev.seed_replicates(per_seed[r]) for r in roles}
+    means = {r: float(np.mean([value_of(r, s) for s in ev.seeds])) for r in roles}
+    reps, _ = ev.paired_replicates(roles, metric)
     gap = means["strong_ceiling"] - means[weak_role]
     gap_ci = interval(reps["strong_ceiling"] - reps[weak_role])
     if gap == 0 or gap_ci is None or gap_ci[0] <= 0 <= gap_ci[1]:
