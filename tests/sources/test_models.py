@@ -1,3 +1,5 @@
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,27 @@ def test_minilm_cut_to_first_layers_is_minilm_l3_up_to_that_layer(layers):
         got = cut(**enc).last_hidden_state
     assert torch.equal(expected, got)
     models.check_weights(Path(cut_path), f"minilm-l{layers}")
+
+
+@pytest.mark.integration
+def test_minilm_cut_is_derived_from_materialised_minilm_l3_alone(tmp_path, monkeypatch):
+    """A machine given only minilm-l3's materialised folder (a GPU machine without the model packages) still gets
+    minilm-l1: it is cut from that folder, and the packages are never read."""
+    from safetensors.torch import load_file
+
+    source = Path(models.model_path("minilm-l3"))
+    monkeypatch.setenv("W2STRUST_CACHE", str(tmp_path))
+    shutil.copytree(source, tmp_path / "models" / "minilm-l3")
+
+    def no_package(*_args, **_kwargs):
+        raise AssertionError("the model package was read although minilm-l3 is materialised")
+
+    monkeypatch.setattr(models, "_materialise_minilm_l3", no_package)
+    monkeypatch.setattr(models, "_pkg_file", no_package)
+    cut = Path(models.model_path("minilm-l1"))
+    assert cut.parent == tmp_path / "models"
+    full, got = load_file(str(source / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    kept = [k for k in full if not k.startswith("encoder.layer.") or k.startswith("encoder.layer.0.")]
+    assert sorted(got) == sorted(kept)
+    assert all(torch.equal(got[k], full[k]) for k in got)
+    assert json.loads((cut / "w2strust.json").read_text())["name"] == "minilm-l1"
