@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU benchmark of the study scheduler (issue 7): the fairness `full` preset, 3 seeds, run twice from an
-# empty cache:
+# GPU benchmark of the study scheduler (issue 7): one property's `full` preset (PROPERTY, fairness by default),
+# 3 seeds, run twice from an empty cache:
 #   A. fp32, one stage at a time           (--workers 1, precision fp32)
 #   B. bf16, several stages per GPU        (--workers NGPU*K --per-gpu K, precision bf16)
 # then prints both wall times, the ratio (target: >= 4x) and whether the metrics agree within seed noise.
@@ -8,12 +8,13 @@
 # Usage (from the repository root, on a machine with a GPU, after scripts/setup.sh):
 #   bash bench/gpu_study.sh                         # fairness full, seeds 0,1,2, K=4, out runs/gpu-bench
 #   PRESET=smoke K=2 OUT=/tmp/gb bash bench/gpu_study.sh    # a CPU check of the script itself (tiny models)
-# Environment: PRESET (full), SEEDS (0,1,2), K (4 stages per GPU), OUT (runs/gpu-bench), W2S (.venv/bin/w2strust),
+# Environment: PROPERTY (fairness), PRESET (full), SEEDS (0,1,2), K (4 stages per GPU), OUT (runs/gpu-bench), W2S (.venv/bin/w2strust),
 # PY (.venv/bin/python), EXTRA (more `w2strust study` options, e.g. "--set data.n_weak=4000").
 # Budget: one device session has 15 minutes; set a preset/size that fits (README: "Studies, parallel stages, clusters"), and note that
 # run A alone of the full preset took ~6 min per seed on an H200 before this scheduler (issue 7).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PROPERTY=${PROPERTY:-fairness}
 PRESET=${PRESET:-full}
 SEEDS=${SEEDS:-0,1,2}
 K=${K:-4}
@@ -47,7 +48,7 @@ run() {  # name, then study options
   local t0 t1
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086
-  "$W2S" study --properties fairness --preset "$PRESET" --seeds "$SEEDS" --out "$OUT/$name" "$@" $EXTRA \
+  "$W2S" study --properties "$PROPERTY" --preset "$PRESET" --seeds "$SEEDS" --out "$OUT/$name" "$@" $EXTRA \
     > "$OUT/$name.log" 2>&1 || { tail -30 "$OUT/$name.log"; exit 1; }
   t1=$(date +%s.%N)
   "$PY" -c "print($t1 - $t0)" > "$OUT/$name.seconds"
