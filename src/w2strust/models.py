@@ -149,6 +149,7 @@ def _first_layers(base: str, layers: int) -> Callable[[Path], None]:
         config.save_pretrained(dest)
         save_file({k: v.contiguous() for k, v in keep.items()}, str(dest / "model.safetensors"))
 
+    run.base = base  # type: ignore[attr-defined]  # read by availability(): materialised base = obtainable
     return run
 
 
@@ -530,6 +531,9 @@ def availability(name: str) -> str:
         return "missing: offline (HF_HUB_OFFLINE)" if _offline() else "downloaded on first use"
     if (cache_root() / "models" / name / "config.json").exists():
         return "ready (materialised)"
+    base = getattr(spec.materialise, "base", None)
+    if base and (cache_root() / "models" / base / "config.json").exists():
+        return f"ready (cut from the materialised {base} on first use)"
     missing = [p for p in spec.packages if not _installed(p)]
     return f"missing packages: {' '.join(missing)}" if missing else "installed (materialised on first use)"
 
