@@ -17,7 +17,7 @@ CYCLES_TOOL = Path(__file__).resolve().parents[2] / "shared" / "tools" / "import
 # modules and any module of a lower rank; two packages of the same rank never import each other.
 RANKS = {"errors": 0, "io": 1, "registry": 1, "config.schema": 2, "training": 3, "models": 3, "data": 4,
          "properties": 5, "config.build": 6, "engine": 7, "report": 7, "experiment": 8, "api": 9, "cli": 10,
-         "": 11}
+         "__main__": 11, "": 11}
 
 
 def _layer(module: str) -> str:

@@ -1,7 +1,7 @@
 """w2strust: weak-to-strong trustworthiness of language models.
 
-Layers (imports go only downward): cli -> api -> experiment -> engine, report -> config.build -> properties, data
--> training, models -> config.schema -> io, errors, registry.
+Layers (imports go only downward): __main__ -> cli -> api -> experiment -> engine, report -> config.build
+-> properties, data -> training, models -> config.schema -> io, errors, registry.
 
 The Python API (``run``, ``study``, ``load_results``, ``report``, ``configure``, the config dataclasses and
 ``properties.register``) is imported on first use, so that ``import w2strust`` stays cheap.
