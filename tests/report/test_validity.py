@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from w2strust.properties.base import TrustProperty
 from w2strust.properties.fairness import Fairness
 from w2strust.report import validity
 from w2strust.report.table1 import write_study_table
@@ -102,7 +103,10 @@ def test_a_ceiling_no_better_than_the_weak_model_is_invalid():
     st = v["strategies"]["no_tft"]
     assert not v["valid"] and not st["gap"]["passes"] and "pgr" not in st["students"]["wts_naive"]
     assert "gap" in st["reasons"][0] and v["line"].startswith("NOT a valid weak-to-strong setting")
-    assert "Likely fix" in v["line"]
+    # the property's advice: on Adult a weaker weak model or more steps would not help (measured), so it says so
+    assert "Likely fix: Adult saturates" in v["line"] and "--preset paper" in v["line"]
+    default = validity.summary_line(v, TrustProperty.learn_fix)
+    assert "Likely fix: raise the strong model's learning rate" in default and "Adult" not in default
 
 
 def test_collapsed_or_non_learning_students_are_flagged():

@@ -43,6 +43,9 @@ class TrustProperty:
     task_gap_units: str = "accuracy"  # what a difference of task_score is (min_gap is in these units)
     # The advice a run ends with when a model did not learn (report/validity.py): what "a weaker λ" means differs.
     learn_fix: str = "train longer or at another learning rate, or lower λ"
+    # ... and when the ceiling is not min_gap above the weak model (a property whose task saturates says so).
+    gap_fix: str = ("raise the strong model's learning rate or steps (strong_train.lr, strong_train.epochs), use a "
+                    "larger strong model or a weaker weak model")
     # The ``extra.*`` options this property reads, with their defaults: any other extra key is rejected at
     # validation (it would change every cache key and retrain everything for nothing).
     extra_options: dict[str, Any] = {}

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..config.schema import STRATEGIES
+from ..properties.base import TrustProperty
 
 LOSS_DROP = 0.05  # a model "learned" when its training loss fell by at least 5% (see _loss_problem)
 CI = (2.5, 97.5)  # percentiles of the bootstrap distribution: a 95% interval
@@ -163,7 +164,7 @@ def check(prop, records: list[dict[str, Any]], load_preds: Callable[[str], dict[
     out["majority_rate"] = {str(s): prop.majority_rate(c) for s, c in sorted(cols.items())}
     verdicts = out["strategies"].values()
     out["valid"] = bool(verdicts) and all(v["valid"] for v in verdicts)
-    out["line"] = summary_line(out, prop.learn_fix)
+    out["line"] = summary_line(out, prop.learn_fix, prop.gap_fix)
     return out
 
 
@@ -297,9 +298,9 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     return _stat(value, ci)
 
 
-def summary_line(v: dict[str, Any], learn_fix: str) -> str:
+def summary_line(v: dict[str, Any], learn_fix: str, gap_fix: str = TrustProperty.gap_fix) -> str:
     """The one line a run ends with: the gap and "valid weak-to-strong setting", or what failed and the likely fix
-    (``learn_fix``, the property's advice, where a model did not learn)."""
+    (the property's advice: ``gap_fix`` where the gap failed, else ``learn_fix``, where a model did not learn)."""
     strategies = v["strategies"]
     if not strategies:
         return "validity: not checked (no complete strategy in the results)"
@@ -312,7 +313,6 @@ def summary_line(v: dict[str, Any], learn_fix: str) -> str:
     bad = [name for name, s in strategies.items() if not s["valid"]]
     reasons = list(dict.fromkeys(r.split(" (")[0] for name in bad for r in strategies[name]["reasons"]))
     gap_failed = any("gap" in r for r in reasons)
-    fix = ("raise the strong model's learning rate or steps (strong_train.lr, strong_train.epochs), use a larger "
-           "strong model or a weaker weak model" if gap_failed else learn_fix)
+    fix = gap_fix if gap_failed else learn_fix
     failed = f"{', '.join(bad)}: {'; '.join(reasons)}"
     return f"NOT a valid weak-to-strong setting ({shown}): {failed}. Likely fix: {fix}"
