@@ -68,8 +68,6 @@ class Evidence:
         self.n = max(1, n_bootstrap)
         self.rng_seed = seed
         self._idx: dict[tuple[int, str], np.ndarray] = {}
-        self._reps: dict[tuple[str, str], np.ndarray | None] = {}  # (metric, role): the weak model and the ceiling
-        # are compared with every student, and recomputing their replicates was most of a report's time
 
     def task_score(self, role: str, seed: int) -> float:
         return self.prop.task_score(self.recs[(role, seed)]["metrics"][self.prop.task_metric])
@@ -88,11 +86,6 @@ class Evidence:
 
     def task_replicates(self, role: str) -> np.ndarray | None:
         """Mean over seeds of the task score in each bootstrap replicate (None: not recomputable from predictions)."""
-        if ("task", role) not in self._reps:
-            self._reps[("task", role)] = self._task_replicates(role)
-        return self._reps[("task", role)]
-
-    def _task_replicates(self, role: str) -> np.ndarray | None:
         per_seed = []
         for s in self.seeds:
             preds, cols = self.load_preds(self.recs[(role, s)]["artefact"]), self.cols(s)
@@ -103,12 +96,6 @@ class Evidence:
         return np.mean(per_seed, axis=0)
 
     def trust_replicates(self, role: str) -> np.ndarray:
-        """Mean over seeds of the trust value in each bootstrap replicate (the same rows for every role)."""
-        if ("trust", role) not in self._reps:
-            self._reps[("trust", role)] = self._trust_replicates(role)
-        return self._reps[("trust", role)]  # type: ignore[return-value]
-
-    def _trust_replicates(self, role: str) -> np.ndarray:
         per_seed = []
         for s in self.seeds:
             preds, cols = self.load_preds(self.recs[(role, s)]["artefact"]), self.cols(s)
