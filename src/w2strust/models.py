@@ -533,7 +533,7 @@ def availability(name: str) -> str:
         return "ready (materialised)"
     base = getattr(spec.materialise, "base", None)
     if base and (cache_root() / "models" / base / "config.json").exists():
-        return f"ready (cut from the materialised {base} on first use)"
+        return f"ready (cut from {base})"
     missing = [p for p in spec.packages if not _installed(p)]
     return f"missing packages: {' '.join(missing)}" if missing else "installed (materialised on first use)"
 
