@@ -105,7 +105,7 @@ def test_a_ceiling_no_better_than_the_weak_model_is_invalid():
     assert "gap" in st["reasons"][0] and v["line"].startswith("NOT a valid weak-to-strong setting")
     # the property's advice: on Adult a weaker weak model or more steps would not help (measured), so it says so
     assert "Likely fix: Adult saturates" in v["line"] and "--preset paper" in v["line"]
-    default = validity.summary_line(v, TrustProperty.learn_fix)
+    default = validity.summary_line(v, TrustProperty.learn_fix, TrustProperty.gap_fix)
     assert "Likely fix: raise the strong model's learning rate" in default and "Adult" not in default
 
 
@@ -149,7 +149,7 @@ def test_the_advice_for_a_model_that_did_not_learn_is_the_property_s():
     from w2strust.properties.privacy import Privacy
 
     v = _check({**ACC, "weak": 0.74}, losses={"weak": (4.43, 4.71)})
-    line = validity.summary_line(v, Privacy.learn_fix)
+    line = validity.summary_line(v, Privacy.learn_fix, Privacy.gap_fix)
     assert "Likely fix: give DP-SGD larger batches" in line and "larger ε" in line and "lower λ" not in line
 
 

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from ..config.schema import STRATEGIES
-from ..properties.base import TrustProperty
 
 LOSS_DROP = 0.05  # a model "learned" when its training loss fell by at least 5% (see _loss_problem)
 CI = (2.5, 97.5)  # percentiles of the bootstrap distribution: a 95% interval
@@ -285,7 +284,7 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     return _stat(value, ci)
 
 
-def summary_line(v: dict[str, Any], learn_fix: str, gap_fix: str = TrustProperty.gap_fix) -> str:
+def summary_line(v: dict[str, Any], learn_fix: str, gap_fix: str) -> str:
     """The one line a run ends with: the gap and "valid weak-to-strong setting", or what failed and the likely fix
     (the property's advice: ``gap_fix`` where the gap failed, else ``learn_fix``, where a model did not learn)."""
     strategies = v["strategies"]
