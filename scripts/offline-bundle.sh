@@ -8,8 +8,8 @@
 # then, as unpack prints: export PYTHONPATH=$PWD/src:/opt/w2s/site W2STRUST_CACHE=/opt/w2s/cache
 #   W2STRUST_DATA=/opt/w2s/data; python -m w2strust ...
 # Environment for pack: DATA (sst2 ood_style: the folders of shared/data to take; OOD needs these two, fairness adult,
-# adversarial sst2 advglue, privacy enron), PYVER (3.12: the target's Python), WHEELS (the pinned packages to take as
-# wheels; the target must have torch and the rest of pyproject's dependencies), PY (.venv/bin/python).
+# adversarial sst2 advglue, privacy enron), PYVER (3.12: the target's Python), WHEELS (the packages to take as wheels,
+# at the versions installed here, i.e. pyproject's pins; the target must have torch and the rest), PY (.venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 verb=${1:-}; tarball=${2:-}
@@ -19,7 +19,9 @@ pack)
   shift 2
   [ $# -gt 0 ] || { echo "offline-bundle: name the models to take (e.g. minilm-l3 minilm-l6)" >&2; exit 2; }
   PY=${PY:-.venv/bin/python}; PYVER=${PYVER:-3.12}; DATA=${DATA:-sst2 ood_style}
-  WHEELS=${WHEELS:-transformers==5.24.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 opacus==1.6.0 fairlearn==0.15.0 gguf==0.19.0}
+  WHEELS=${WHEELS:-transformers datasets dill multiprocess opacus fairlearn gguf}
+  # shellcheck disable=SC2086  # name==version as installed here by scripts/setup.sh: no second copy of the pins
+  pins=$("$PY" -c "import sys, importlib.metadata as md; print(' '.join(f'{n}=={md.version(n)}' for n in sys.argv[1:]))" $WHEELS)
   data_root=${W2STRUST_DATA:-../shared/data}
   stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
   mkdir -p "$stage/models" "$stage/data" "$stage/whl"
@@ -30,9 +32,9 @@ pack)
   for d in $DATA; do cp -r "$data_root/$d" "$stage/data/"; done
   # shellcheck disable=SC2086
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d "$stage/whl" $WHEELS
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d "$stage/whl" $pins
   tar -cf "$tarball" -C "$stage" models data whl
-  echo "offline-bundle: $tarball ($(du -h "$tarball" | cut -f1)): models $*; data $DATA; wheels for Python $PYVER"
+  echo "offline-bundle: $tarball ($(du -h "$tarball" | cut -f1)): models $*; data $DATA; wheels for Python $PYVER: $pins"
   ;;
 unpack)
   dest=${3:?unpack needs a destination folder}; PY=${PY:-python3}
