@@ -241,3 +241,39 @@ def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_pat
     for t in threads:
         t.join()
     assert calls == [0] and len(out) == 3 and all(len(ds) == 1 for ds, _ in out)
+
+
+def test_an_interrupted_build_of_the_set_resumes_where_it_stopped_and_gives_the_same_set(tmp_path, monkeypatch,
+                                                                                          data_dir):
+    """The quick set takes hours on a CPU: a build killed after its first chunk keeps the surrogate and that chunk,
+    and the next build takes both instead of redoing them, ending with the set an uninterrupted build gives."""
+    from w2strust.properties import adversarial_data
+    from w2strust.properties.adversarial import settings
+
+    s = settings(build_config("adversarial", "smoke", overrides={"data": {"data_dir": data_dir}}))
+    monkeypatch.setattr(adversarial_data, "ATTACK_CHUNK", 32)  # the smoke set's 80 sentences in 3 chunks
+    monkeypatch.setattr(adversarial_data, "cache_root", lambda: tmp_path / "whole")
+    whole, _ = adversarial_data.generated_sst2(data_dir, s, "cpu", "fp32")
+
+    monkeypatch.setattr(adversarial_data, "cache_root", lambda: tmp_path / "killed")
+    real_save = adversarial_data._Progress.save
+
+    def save_then_die(self, lo, results):
+        real_save(self, lo, results)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(adversarial_data._Progress, "save", save_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        adversarial_data.generated_sst2(data_dir, s, "cpu", "fp32")
+    [partial] = (tmp_path / "killed" / "data").glob(".adv-sst2-*.partial-c32")
+    assert sorted(p.name for p in partial.iterdir()) == ["chunk-000000.jsonl", "surrogate.pt"]
+
+    monkeypatch.setattr(adversarial_data._Progress, "save", real_save)
+
+    def no_training(*a, **k):
+        raise AssertionError("the surrogate was trained again")
+
+    monkeypatch.setattr(adversarial_data, "train_classifier", no_training)
+    resumed, stats = adversarial_data.generated_sst2(data_dir, s, "cpu", "fp32")
+    assert stats["resumed_sentences"] == 32 and not partial.exists()
+    assert resumed.to_list() == whole.to_list()

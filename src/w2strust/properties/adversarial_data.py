@@ -7,12 +7,16 @@ SST-2 sentences. Every attacked sentence is kept with its ``status``: ``success`
 tests on every sentence of the test partition, so the test set is not selected by the surrogate. The default
 surrogate (and the model whose embeddings give word substitutes) is neither the weak nor the strong model
 (docs/adversarial.md). The set is built once per distinct settings and cached under
-``<cache>/data/adv-sst2-<key>/`` (``triplets.jsonl``, ``stats.json`` written last).
+``<cache>/data/adv-sst2-<key>/`` (``triplets.jsonl``, ``stats.json`` written last). Building it takes hours on
+a CPU, so the trained surrogate and every finished chunk of attacks are kept beside it until it is complete: a
+killed build resumes where it stopped (``_Progress``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +38,47 @@ from ..training.device import resolve_device
 from . import attacks
 from .base import TrustProperty
 
-GENERATOR_VERSION = 3  # bump when a change to the attacks invalidates cached generated sets (and stage keys)
+GENERATOR_VERSION = 4  # bump when a change to the attacks invalidates cached generated sets (and stage keys);
+# 4: built with BUILD_THREADS CPU threads, not the asking stage's count
+ATTACK_CHUNK = 512  # sentences attacked together (their queries share the surrogate's batches); also the unit of resume
+# CPU threads the set is built with, whatever the asking stage's own count: PyTorch's reductions (and so the surrogate
+# and its attacks) depend on it, and one cached set serves stages of every thread count, so a set built from an empty
+# cache must not depend on whether `--threads 1` or `--threads 2` asked first
+BUILD_THREADS = 2
+
+
+class _Progress:
+    """An unfinished build's work, in a hidden folder beside the set's: the trained surrogate's weights and each
+    finished chunk of attacks (``chunk-<first sentence>.jsonl``, written atomically; the folder is named by the chunk
+    size, which decides where chunks start). Removed once the set is written."""
+
+    def __init__(self, folder: Path):
+        self.dir = folder.parent / f".{folder.name}.partial-c{ATTACK_CHUNK}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.surrogate = self.dir / "surrogate.pt"
+        self.resumed = 0
+
+    def _chunk(self, lo: int) -> Path:
+        return self.dir / f"chunk-{lo:06d}.jsonl"
+
+    def load(self, lo: int) -> list[attacks.AttackResult] | None:
+        try:
+            rows = [attacks.AttackResult(**json.loads(line)) for line in self._chunk(lo).read_text().splitlines()]
+        except (OSError, ValueError, TypeError):  # missing or unreadable: attack that chunk again
+            return None
+        self.resumed += len(rows)
+        return rows
+
+    def save(self, lo: int, results: list[attacks.AttackResult]) -> None:
+        atomic_write_text(self._chunk(lo), "".join(json.dumps(r.to_dict()) + "\n" for r in results))
+
+    def save_surrogate(self, model) -> None:
+        tmp = self.surrogate.with_name(f".surrogate-{os.getpid()}.pt")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, self.surrogate)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def sentiment_polarity(data_dir: str | None) -> dict[str, int]:
@@ -59,7 +103,12 @@ def generated_sst2(data_dir: str | None, settings: dict[str, Any],
         # otherwise train its own surrogate and attack the same sentences (measured: two at once, same result)
         with FileLock(str(folder.parent / f".{folder.name}.lock")):
             if not (folder / "stats.json").exists():
-                _generate(data_dir, spec, folder, device)
+                threads = torch.get_num_threads()
+                torch.set_num_threads(BUILD_THREADS)
+                try:
+                    _generate(data_dir, spec, folder, device)
+                finally:
+                    torch.set_num_threads(threads)
     stats = json.loads((folder / "stats.json").read_text())
     rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line.strip()]
     if not any(r["status"] == "success" for r in rows):
@@ -81,13 +130,20 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
     print(f"adversarial SST-2: training surrogate {spec['surrogate']} on {len(sur_ds)} sentences, "
           f"then attacking {len(pool)} others with {', '.join(spec['methods'])} (cached in {folder})",
           file=sys.stderr)
+    progress = _Progress(folder)
     torch.manual_seed(spec["attack_seed"])
     model, tok = models.build_classifier(spec["surrogate"], 2)
     dev = resolve_device(device)  # the run's device setting
     tcfg = TrainConfig(**spec["surrogate_train"])
-    targets = np.eye(2, dtype=np.float32)[np.asarray(sur_ds["label"])]
-    train_classifier(model, tok, sur_ds, targets, tcfg, TrustProperty(), 0.0, spec["attack_seed"], dev,
-                     desc=f"surrogate {spec['surrogate']}", precision=spec["precision"])
+    if progress.surrogate.exists():  # an interrupted build: its surrogate, not a retrained one
+        model.load_state_dict(torch.load(progress.surrogate, map_location="cpu"))
+        model.to(dev)
+        print(f"adversarial SST-2: resuming an interrupted build ({progress.dir})", file=sys.stderr)
+    else:
+        targets = np.eye(2, dtype=np.float32)[np.asarray(sur_ds["label"])]
+        train_classifier(model, tok, sur_ds, targets, tcfg, TrustProperty(), 0.0, spec["attack_seed"], dev,
+                         desc=f"surrogate {spec['surrogate']}", precision=spec["precision"])
+        progress.save_surrogate(model)
     score = attacks.model_scorer(model, tok, tcfg.max_length, precision=spec["precision"])
     methods: dict[str, attacks.Candidates] = {}
     for m in spec["methods"]:
@@ -100,7 +156,8 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
         else:
             raise W2SError(f"unknown attack method '{m}'; choose from {', '.join(attacks.METHODS)}")
     results = attacks.run_attacks(list(pool["text"]), list(pool["label"]), score, methods,
-                                  spec["attack_seed"], spec["max_frac"], spec["max_words"])
+                                  spec["attack_seed"], spec["max_frac"], spec["max_words"], chunk=ATTACK_CHUNK,
+                                  store=progress)
     triplets = [{"text": r.text, "text_adv": r.adv or r.text, "label": r.label, "method": r.method, "task": "sst2",
                  "source": int(order[spec["n_surrogate"] + i]), "words_changed": len(r.changed), "status": r.status}
                 for i, r in enumerate(results)]
@@ -110,7 +167,9 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
                              # on the attacked pool, before any attack (skipped = already wrong)
                              "surrogate_clean_accuracy": float(np.mean([r.status != "skipped"
                                                                         for r in results])),
-                             "per_method": {}, "seconds": round(time.time() - started, 1)}
+                             "per_method": {}, "seconds": round(time.time() - started, 1),
+                             "cpu_threads": torch.get_num_threads(),
+                             "resumed_sentences": progress.resumed}  # attacked by an earlier, interrupted build
     for m in methods:
         rs = [r for r in results if r.method == m and r.status != "skipped"]
         ok = [r for r in rs if r.status == "success"]
@@ -121,6 +180,7 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
     stats["success_rate"] = n_success / max(1, sum(v["attacked"] for v in stats["per_method"].values()))
     atomic_write_text(folder / "triplets.jsonl", "".join(json.dumps(t) + "\n" for t in triplets))
     atomic_write_json(folder / "stats.json", stats)
+    progress.remove()
     print(f"adversarial SST-2: {n_success} successful triplets of {len(triplets)} attacked sentences, success rate "
           + ", ".join(f"{m} {v['success_rate']:.1%}" for m, v in stats["per_method"].items())
           + f" ({stats['seconds']:.0f}s)", file=sys.stderr)

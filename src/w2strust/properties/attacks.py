@@ -27,6 +27,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -229,12 +230,22 @@ def model_scorer(model, tokenizer, max_length: int = 64, batch_size: int = 128, 
     return score
 
 
+class ChunkStore(Protocol):
+    """Where finished chunks of attacks are kept, so an interrupted generation resumes at its first missing chunk."""
+
+    def load(self, lo: int) -> list[AttackResult] | None: ...
+
+    def save(self, lo: int, results: list[AttackResult]) -> None: ...
+
+
 def run_attacks(texts: list[str], labels: list[int], score: Scorer, methods: dict[str, Candidates], seed: int,
                 max_frac: float = 0.25, max_words: int = 4, progress: bool = True,
-                chunk: int = 512) -> list[AttackResult]:
+                chunk: int = 512, store: ChunkStore | None = None) -> list[AttackResult]:
     """Attack sentence i with method ``names[i % len(names)]`` after a seeded shuffle: each clean sentence
     yields at most one triplet, so a split by triplet is also a split by source sentence. ``chunk``
-    sentences are attacked together (their queries share the surrogate's batches)."""
+    sentences are attacked together (their queries share the surrogate's batches); with a ``store``, each
+    finished chunk is saved and a chunk already there is taken from it. A sentence's result depends only on its
+    own seeded generator and the queries of its chunk, so a resumed run gives what an uninterrupted one gives."""
     from tqdm.auto import tqdm
 
     names = list(methods)
@@ -242,10 +253,18 @@ def run_attacks(texts: list[str], labels: list[int], score: Scorer, methods: dic
     out: list[AttackResult] = []
     with tqdm(total=len(texts), desc="attacking", unit="sent", disable=not progress, dynamic_ncols=True) as bar:
         for lo in range(0, len(texts), chunk):
+            saved = store.load(lo) if store is not None else None
+            if saved is not None:
+                out.extend(saved)
+                bar.update(len(saved))
+                continue
             steps = []
             for i in range(lo, min(lo + chunk, len(texts))):
                 name = names[assign[i]]
                 rng = np.random.default_rng([seed, i])
                 steps.append(attack_steps(texts[i], int(labels[i]), methods[name], name, rng, max_frac, max_words))
-            out.extend(drive(steps, score, on_done=lambda: bar.update(1)))
+            done = drive(steps, score, on_done=lambda: bar.update(1))
+            if store is not None:
+                store.save(lo, done)
+            out.extend(done)
     return out
