@@ -11,6 +11,9 @@ Grid C: grid B at 188 steps (2,000 rows x 3 epochs, the quick fairness preset's 
 well below minilm-l6 once trained that long?
 Grid D: Adult at the `full` preset's scale, 16,000 rows x 2 epochs (1,000 steps at batch 32): which weak model stays
 3 points below minilm-l6's ~86.5% there (the earlier H200 run of the full preset)?
+Grids E / F: Adult, 500 / 1,000 rows x 3 epochs (48 / 94 steps): a weak supervisor weaker by data, not by size.
+Grid G: Adult, 6,000 rows x 1 epoch (188 steps, as many as grid C): a ceiling that sees more distinct rows.
+Grid H: Adult, 2,000 rows x 1 epoch (63 steps): weak models trained for one epoch.
 Results go to ``--out`` after every run; a rerun skips the runs already in that file. One torch thread, one run
 at a time. Example::
 
@@ -37,6 +40,10 @@ GRIDS = {  # grid -> (dataset, n_train, n_eval, max_length, steps)
     "B": ("adult", 2000, 1500, 72, 125),
     "C": ("adult", 2000, 1500, 72, 188),
     "D": ("adult", 16000, 1500, 72, 1000),
+    "E": ("adult", 500, 1500, 72, 48),
+    "F": ("adult", 1000, 1500, 72, 94),
+    "G": ("adult", 6000, 1500, 72, 188),
+    "H": ("adult", 2000, 1500, 72, 63),
 }
 # (grid, model, lr, head), most decision-relevant first
 FULL = [
@@ -57,6 +64,11 @@ FULL = [
     ("C", "mpnet-base", 5e-5, "cls"),
     # a weak model for the fairness `full` preset (all of Adult), where every pretrained encoder reaches ~86-87%
     ("D", "tiny-bert-wide", 1e-3, "cls"), ("D", "tiny-bert", 1e-3, "cls"),
+    # a weak supervisor weaker by data: the quick preset's weak model on fewer rows (3 epochs)
+    ("E", "minilm-l3", 2e-4, "cls"), ("E", "minilm-l1", 5e-4, "cls"),
+    ("F", "minilm-l3", 2e-4, "cls"), ("F", "minilm-l1", 5e-4, "cls"),
+    # a ceiling that sees more distinct rows in the same 188 steps (1 epoch of 6,000), against weak models at 1 epoch
+    ("G", "minilm-l6", 1e-4, "cls"), ("H", "minilm-l3", 2e-4, "cls"),
 ]
 QUICK = [c for c in FULL if c[0] == "A" and c[1] != "mpnet-base" and c[3] == "cls"]
 
