@@ -127,18 +127,19 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
     order = np.random.default_rng(spec["attack_seed"]).permutation(len(sentences))
     sur_ds = sentences.select(order[:spec["n_surrogate"]])
     pool = sentences.select(order[spec["n_surrogate"]:need])
-    print(f"adversarial SST-2: training surrogate {spec['surrogate']} on {len(sur_ds)} sentences, "
+    progress = _Progress(folder)
+    resuming = progress.surrogate.exists()  # an interrupted build: its surrogate, not a retrained one
+    print(f"adversarial SST-2: {'resuming an interrupted build from ' + str(progress.dir) + ': ' if resuming else ''}"
+          f"{'the trained' if resuming else 'training'} surrogate {spec['surrogate']} ({len(sur_ds)} sentences), "
           f"then attacking {len(pool)} others with {', '.join(spec['methods'])} (cached in {folder})",
           file=sys.stderr)
-    progress = _Progress(folder)
     torch.manual_seed(spec["attack_seed"])
     model, tok = models.build_classifier(spec["surrogate"], 2)
     dev = resolve_device(device)  # the run's device setting
     tcfg = TrainConfig(**spec["surrogate_train"])
-    if progress.surrogate.exists():  # an interrupted build: its surrogate, not a retrained one
+    if resuming:
         model.load_state_dict(torch.load(progress.surrogate, map_location="cpu"))
         model.to(dev)
-        print(f"adversarial SST-2: resuming an interrupted build ({progress.dir})", file=sys.stderr)
     else:
         targets = np.eye(2, dtype=np.float32)[np.asarray(sur_ds["label"])]
         train_classifier(model, tok, sur_ds, targets, tcfg, TrustProperty(), 0.0, spec["attack_seed"], dev,
