@@ -88,11 +88,10 @@ class AdversarialRobustness(TrustProperty):
                           # surrogate is the smallest bundled model, briefly fine-tuned (seconds).
                           extra=dict(surrogate="minilm-l3", neighbour_model="minilm-l3", n_surrogate=256, n_attack=80,
                                      surrogate_train=dict(lr=2e-4, epochs=1, batch_size=32, max_length=48))),
-            # One seed of the bundled pair (docs/adversarial.md gives the measured time: the generated set takes ~3 h
-            # of one CPU core, once; it is cached and shared by every later run). Every
-            # sentence not used by the surrogate is attacked (5,420): at the version-3 success rates that leaves about
-            # 1,000 successful triplets per training partition, so 4 epochs give the weak model and the WTS students
-            # about 125 optimizer steps and the ceiling about 250 (the measured recipes of models.RECIPES).
+            # One seed of the bundled pair (docs/adversarial.md gives the measured time: the generated set takes ~1 h
+            # of 2 CPU cores, once; it is cached, shared by every later run, and resumes after a kill). Every
+            # sentence not used by the surrogate is attacked (5,420): 1,994 succeed (version 4, measured), about 800
+            # per training partition, so 4 epochs give each stage about 100 optimizer steps (models.RECIPES).
             "quick": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0],
                           lambda_weak=0.3, lambda_wts=0.3, lambda_ceiling=0.3, alpha_max=0.1, aux_warmup=0.2,
                           weak_train=dict(**RECIPES["minilm-l3"], epochs=4, batch_size=32, max_length=64),
@@ -100,9 +99,9 @@ class AdversarialRobustness(TrustProperty):
                           data=dict(n_weak=100_000, n_wts=100_000, n_test=0), eval_batch_size=128,
                           extra=dict(n_surrogate=1500, n_attack=5420)),
             # The bundled pair on every offline sentence: the surrogate's 1,500 and all 5,420 others attacked
-            # (~2,500 triplets at quick's success rate, so D_T ≈ 500: a standard error of ≈ 2 points), 3 seeds,
-            # the ceiling's λ by rule. For a GPU without the Hub: on the CPU the mpnet-base surrogate attacks
-            # 0.4-0.5 sentences/s per core (measured, AMD EPYC), ~3 h for the 5,420 before any model trains.
+            # (1,994 successful triplets; D_T is every sentence of its 20%, ~1,080: a standard error of ≈ 1.3
+            # points), 3 seeds, the ceiling's λ by rule. For a GPU without the Hub: on the CPU the mpnet-base
+            # surrogate attacks 1.6-1.7 sentences/s on 2 threads (measured, AMD EPYC), ~1 h before any model trains.
             "full": dict(weak_model="minilm-l3", strong_model="minilm-l6", seeds=[0, 1, 2],
                          lambda_weak=0.3, lambda_wts=0.3, lambda_ceiling="auto", alpha_max=0.1, aux_warmup=0.2,
                          weak_train=dict(**RECIPES["minilm-l3"], epochs=6, batch_size=32, max_length=64),
