@@ -14,8 +14,8 @@ killed build resumes where it stopped (``_Progress``).
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import sys
 import time
@@ -31,7 +31,7 @@ from .. import models
 from ..config.schema import TrainConfig
 from ..data.sst2 import load_sst2_phrases, load_sst2_sentences
 from ..errors import W2SError
-from ..io import atomic_write_json, atomic_write_text, content_key
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, content_key
 from ..models import cache_root
 from ..training.classifier import train_classifier
 from ..training.device import resolve_device
@@ -73,9 +73,9 @@ class _Progress:
         atomic_write_text(self._chunk(lo), "".join(json.dumps(r.to_dict()) + "\n" for r in results))
 
     def save_surrogate(self, model) -> None:
-        tmp = self.surrogate.with_name(f".surrogate-{os.getpid()}.pt")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, self.surrogate)
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        atomic_write_bytes(self.surrogate, buf.getvalue())
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
