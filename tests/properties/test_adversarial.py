@@ -244,9 +244,10 @@ def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_pat
 
 
 def test_an_interrupted_build_of_the_set_resumes_where_it_stopped_and_gives_the_same_set(tmp_path, monkeypatch,
-                                                                                          data_dir):
+                                                                                          data_dir, capsys):
     """The quick set takes hours on a CPU: a build killed after its first chunk keeps the surrogate and that chunk,
-    and the next build takes both instead of redoing them, ending with the set an uninterrupted build gives."""
+    and the next build takes both instead of redoing them, ending with the set an uninterrupted build gives. Then the
+    unfinished-build folders of a now complete set go, those of other settings stay and are named with their size."""
     from w2strust.properties import adversarial_data
     from w2strust.properties.adversarial import settings
 
@@ -274,6 +275,14 @@ def test_an_interrupted_build_of_the_set_resumes_where_it_stopped_and_gives_the_
         raise AssertionError("the surrogate was trained again")
 
     monkeypatch.setattr(adversarial_data, "train_classifier", no_training)
+    # leftovers of other builds: the same set's at another chunk size (unusable), and another settings' (resumable)
+    same_set_other_chunks = partial.parent / partial.name.replace("partial-c32", "partial-c512")
+    other_settings = partial.parent / ".adv-sst2-0000000000000000.partial-c32"
+    for leftover in (same_set_other_chunks, other_settings):
+        leftover.mkdir()
+        (leftover / "surrogate.pt").write_bytes(b"0" * 2**20)
     resumed, stats = adversarial_data.generated_sst2(data_dir, s, "cpu", "fp32")
     assert stats["resumed_sentences"] == 32 and not partial.exists()
     assert resumed.to_list() == whole.to_list()
+    assert not same_set_other_chunks.exists() and other_settings.exists()
+    assert "1 unfinished build(s) of other settings keep 1 MB" in capsys.readouterr().err

@@ -81,6 +81,24 @@ class _Progress:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def tidy_partials(data: Path) -> list[Path]:
+    """After a set is written: remove the unfinished-build folders whose set is complete by now (a build of another
+    chunk size, or one killed after writing its set), and name those of other settings with their size, which stay:
+    they resume if those settings are built again, and only the user knows whether they will be. Returns those."""
+    others = []
+    for partial in sorted(data.glob(".adv-sst2-*.partial-c*")):
+        if (data / partial.name[1:].rsplit(".partial-c", 1)[0] / "stats.json").exists():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            others.append(partial)
+    if others:
+        mb = sum(f.stat().st_size for p in others for f in p.rglob("*") if f.is_file()) / 2**20
+        print(f"adversarial SST-2: {len(others)} unfinished build(s) of other settings keep {mb:.0f} MB in {data} "
+              f"({', '.join(p.name for p in others)}); they resume if those settings are built again, "
+              f"otherwise delete them (rm -r {data}/.adv-sst2-*.partial-*, when no build is running)", file=sys.stderr)
+    return others
+
+
 def sentiment_polarity(data_dir: str | None) -> dict[str, int]:
     """word -> 0/1 from SST-2's single-word phrases (GLUE SST-2 holds only polar phrases)."""
     ds = load_sst2_phrases(data_dir)
@@ -182,6 +200,7 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
     atomic_write_text(folder / "triplets.jsonl", "".join(json.dumps(t) + "\n" for t in triplets))
     atomic_write_json(folder / "stats.json", stats)
     progress.remove()
+    tidy_partials(folder.parent)
     print(f"adversarial SST-2: {n_success} successful triplets of {len(triplets)} attacked sentences, success rate "
           + ", ".join(f"{m} {v['success_rate']:.1%}" for m, v in stats["per_method"].items())
           + f" ({stats['seconds']:.0f}s)", file=sys.stderr)
