@@ -123,3 +123,14 @@ def test_a_damaged_artefact_is_reported_in_one_line_and_retrained(tmp_path, caps
     assert len(lines) == 1 and str(tmp_path / weak.dirname / "weak_labels.npy") in lines[0]
     np.testing.assert_array_equal(np.load(tmp_path / weak.dirname / "weak_labels.npy"), first)  # same seed, same
     assert run_stage(cfg, weak, str(tmp_path))["status"] == "cached"
+
+
+def test_a_weak_stage_records_the_entropy_of_its_soft_labels(tmp_path):
+    """The validity gates name near-chance weak labels (a floor for the students' loss) from these two numbers."""
+    cfg = build_config("fairness", "smoke", overrides=TINY)
+    weak = plan(cfg)[0][0]
+    run_stage(cfg, weak, str(tmp_path))
+    labels = np.clip(np.load(tmp_path / weak.dirname / "weak_labels.npy").astype(np.float64), 1e-12, 1.0)
+    meta = StageCache(tmp_path).load_meta(weak.dirname)
+    assert meta["weak_label_entropy"] == pytest.approx(-(labels * np.log(labels)).sum(-1).mean())
+    assert meta["weak_label_max_entropy"] == pytest.approx(np.log(2))

@@ -109,6 +109,26 @@ def test_a_ceiling_no_better_than_the_weak_model_is_invalid():
     assert "Likely fix: raise the strong model's learning rate" in default and "Adult" not in default
 
 
+def test_a_student_of_near_chance_weak_labels_is_told_to_fix_the_weak_model():
+    """Its cross-entropy on soft labels cannot fall below their entropy: labels near uniform leave nothing to learn,
+    and the problem says so; confident labels do not get that note."""
+    for entropy, near in ((0.692, True), (0.12, False)):
+        prop, records, load_preds, load_meta, collapsed = _run({**ACC, "weak": 0.74},
+                                                                losses={"wts_naive": (0.693, 0.692)})
+
+        def meta(artefact, entropy=entropy, base=load_meta):
+            m = base(artefact)
+            if artefact.startswith("weak-"):  # what the weak stage writes beside its soft labels
+                m = {**m, "weak_label_entropy": entropy, "weak_label_max_entropy": float(np.log(2))}
+            return m
+
+        v = validity.check(prop, records, load_preds, meta, _columns, collapsed, 0.03, 100)
+        [problem, _] = v["strategies"]["no_tft"]["students"]["wts_naive"]["problems"]
+        assert problem.startswith("seed 0: its training loss did not fall (0.693 -> 0.692)")
+        assert ("near chance (mean entropy 0.692 of at most 0.693 nats" in problem) is near
+        assert ("train the weak model longer" in problem) is near
+
+
 def test_collapsed_or_non_learning_students_are_flagged():
     v = _check({**ACC, "weak": 0.74}, collapse="wts_aux", losses={"wts_naive": (0.69, 0.68)})
     st = v["strategies"]["no_tft"]

@@ -169,6 +169,10 @@ def _train_classifier(cfg: ExperimentConfig, prop: TrustProperty, stage: Stage, 
         check_arrays(desc, {"weak labels": weak_labels})
         np.save(tmp / "weak_labels.npy", weak_labels)
         meta["weak_label_accuracy"] = float((weak_labels.argmax(-1) == np.asarray(splits.wts["label"])).mean())
+        # a student's cross-entropy on these soft labels cannot fall below their entropy (validity names it)
+        p = np.clip(weak_labels.astype(np.float64), 1e-12, 1.0)
+        meta["weak_label_entropy"] = float(-(p * np.log(p)).sum(-1).mean())
+        meta["weak_label_max_entropy"] = float(np.log(weak_labels.shape[-1]))  # uniform labels, in nats
 
     return meta, _artefact_writer(preds, model, tok, cfg.save_models, weak_labels_file if is_weak else None)
 

@@ -34,6 +34,7 @@ import numpy as np
 from ..config.schema import STRATEGIES
 
 LOSS_DROP = 0.05  # a model "learned" when its training loss fell by at least 5% (see _loss_problem)
+NEAR_CHANCE = 0.9  # weak labels whose mean entropy is at least this share of the uniform labels' are "near chance"
 CI = (2.5, 97.5)  # percentiles of the bootstrap distribution: a 95% interval
 STUDENTS = ("wts_naive", "wts_aux")
 
@@ -207,7 +208,7 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
         problems = []
         for s in seeds:
             if p := _loss_problem(load_meta, ev.recs[(role, s)]["artefact"], s):
-                problems.append(p)
+                problems.append(p + _near_chance_labels(load_meta, ev.recs[("weak", s)]["artefact"]))
             if (strategy, role, s) in collapsed_at:
                 problems.append(f"seed {s}: collapsed to one class")
             if majority[s] is not None and not ev.task_score(role, s) > prop.task_score(majority[s]):
@@ -244,6 +245,18 @@ def _loss_problem(load_meta, artefact: str, seed: int) -> str | None:
     if not final <= (1 - LOSS_DROP) * first:
         return f"seed {seed}: its training loss did not fall ({first:.3f} -> {final:.3f})"
     return None
+
+
+def _near_chance_labels(load_meta, weak_artefact: str) -> str:
+    """Why a student's loss may not fall although it trained as asked: its teacher's soft labels are near uniform, and
+    a cross-entropy on them cannot go below their entropy (seen: a minilm-l1 weak model at 60.7% accuracy whose labels
+    had a mean entropy of 0.692 nats, ln 2 = 0.693). The fix is then the weak model's training, not the student's."""
+    meta = load_meta(weak_artefact)
+    h, h_max = meta.get("weak_label_entropy"), meta.get("weak_label_max_entropy")
+    if h is None or not h_max or h < NEAR_CHANCE * h_max:
+        return ""
+    return (f"; its weak labels are near chance (mean entropy {h:.3f} of at most {h_max:.3f} nats, a floor for its "
+            f"loss): train the weak model longer or at another learning rate")
 
 
 def _unequal_lambda(prop, ev: Evidence, role: str) -> str | None:
