@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session", autouse=True)
 def _env(tmp_path_factory):
     # Tests read the offline data copies beside the checkout and never touch the Hub.
-    os.environ.setdefault("W2STRUST_DATA", str(SHARED_DATA))
+    if not os.environ.get("W2STRUST_DATA"):  # unset or empty (the package reads an empty one as unset, too)
+        os.environ["W2STRUST_DATA"] = str(SHARED_DATA)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     yield
