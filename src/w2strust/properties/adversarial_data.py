@@ -45,6 +45,7 @@ ATTACK_CHUNK = 512  # sentences attacked together (their queries share the surro
 # and its attacks) depend on it, and one cached set serves stages of every thread count, so a set built from an empty
 # cache must not depend on whether `--threads 1` or `--threads 2` asked first
 BUILD_THREADS = 2
+PARTIAL = ".partial-c"  # an unfinished build's folder: ".<set folder>.partial-c<chunk size>" (_Progress, tidy_partials)
 
 
 class _Progress:
@@ -53,7 +54,7 @@ class _Progress:
     size, which decides where chunks start). Removed once the set is written."""
 
     def __init__(self, folder: Path):
-        self.dir = folder.parent / f".{folder.name}.partial-c{ATTACK_CHUNK}"
+        self.dir = folder.parent / f".{folder.name}{PARTIAL}{ATTACK_CHUNK}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.surrogate = self.dir / "surrogate.pt"
         self.resumed = 0
@@ -86,8 +87,8 @@ def tidy_partials(data: Path) -> list[Path]:
     chunk size, or one killed after writing its set), and name those of other settings with their size, which stay:
     they resume if those settings are built again, and only the user knows whether they will be. Returns those."""
     others = []
-    for partial in sorted(data.glob(".adv-sst2-*.partial-c*")):
-        if (data / partial.name[1:].rsplit(".partial-c", 1)[0] / "stats.json").exists():
+    for partial in sorted(data.glob(f".adv-sst2-*{PARTIAL}*")):
+        if (data / partial.name[1:].rsplit(PARTIAL, 1)[0] / "stats.json").exists():
             shutil.rmtree(partial, ignore_errors=True)
         else:
             others.append(partial)

@@ -104,11 +104,11 @@ class OODRobustness(TrustProperty):
                           weak_train=dict(**RECIPES["minilm-l1"], epochs=2, batch_size=32, max_length=64),
                           strong_train=dict(**RECIPES["minilm-l6"], epochs=2, batch_size=32, max_length=64),
                           data=dict(n_weak=2000, n_wts=2000, n_val=0, n_test=400), eval_batch_size=128),
-            # The bundled pair on all the ID data and all 872 OOD sentences, 3 seeds, the ceiling's σ by rule. The weak
+            # The bundled pair on the ID data and all 872 OOD sentences, 3 seeds, the ceiling's σ by rule. The weak
             # model is minilm-l1, as in quick: minilm-l3 -> minilm-l6 missed the 3-point gap on one CPU seed of three.
             # The weak model sees 8,000 of D_W's phrases (500 steps): on all ~32,000 it reached 90.4% ID accuracy on an
             # H200 against the ceiling's 93.4%, one seed of three under the gap in every strategy; on 8,000 it reaches
-            # 85.5-87.4% (CPU, 3 seeds; docs/ood.md "Presets"), ~6 points under that ceiling.
+            # 85.5-87.4% (CPU, 3 seeds; docs/ood.md "The full preset's weak data"), ~6 points under that ceiling.
             "full": dict(weak_model="minilm-l1", strong_model="minilm-l6", seeds=[0, 1, 2],
                          lambda_weak=SIGMA, lambda_wts=SIGMA, lambda_ceiling="auto",
                          alpha_max=0.25, aux_warmup=0.2,
