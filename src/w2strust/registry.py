@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata as md
+import multiprocessing
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
@@ -56,7 +57,12 @@ class Registry(Generic[T]):
         if name not in self._entries:
             close = difflib.get_close_matches(str(name), list(self._entries), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise W2SError(f"unknown {self.kind} '{name}';{hint} choose from {', '.join(sorted(self._entries))}")
+            worker = ""
+            if multiprocessing.parent_process() is not None:  # a spawned worker imported the script, not its guard
+                worker = (f"; this is a worker process: register a {self.kind} at the top level of your script, "
+                          f"outside `if __name__ == \"__main__\":`, so that the workers register it too")
+            raise W2SError(f"unknown {self.kind} '{name}';{hint} choose from "
+                           f"{', '.join(sorted(self._entries))}{worker}")
         entry = self._entries[name]
         if isinstance(entry, str):
             entry = self._entries[name] = _resolve(entry, self.kind, name)

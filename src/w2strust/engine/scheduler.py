@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import W2SError
 from .cache import StageCache
+from .main_guard import require_main_guard
 from .ray_connect import connect
 from .run_stage import run_stage
 from .stage import Stage
@@ -232,6 +233,7 @@ class LocalPoolExecutor:
     name = "local"
 
     def __init__(self, options: ExecutorOptions, cfgs: list):
+        require_main_guard(options.workers)  # before any worker starts (main_guard.py says why)
         self.workers = options.workers
         if _wants_cuda(cfgs):
             import torch
