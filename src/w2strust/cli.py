@@ -200,10 +200,11 @@ def cmd_models(args) -> None:
         for name in args.materialise:
             print(f"{name}: {model_path(name)}")
         return
-    print(f"{'name':<15}{'source':<9}{'arch':<9}{'params':<9}{'status':<40}where / licence")
+    width = max(len(name) for name in MODELS.names()) + 1
+    print(f"{'name':<{width}}{'source':<9}{'arch':<9}{'params':<9}{'status':<40}where / licence")
     for name, s in MODELS.items():
         where = s.hub_id or (" ".join(s.packages[:1]) + (" …" if len(s.packages) > 1 else "")) or "config"
-        print(f"{name:<15}{s.source:<9}{s.arch:<9}{s.params:<9}{availability(name):<40}{where}; {s.licence}")
+        print(f"{name:<{width}}{s.source:<9}{s.arch:<9}{s.params:<9}{availability(name):<40}{where}; {s.licence}")
 
 
 def cmd_data(args) -> None:

@@ -59,3 +59,14 @@ def test_config_dataclasses_are_exported():
     assert w2strust.ExperimentConfig().strong_train.lr == w2strust.TrainConfig().lr
     with pytest.raises(AttributeError):
         w2strust.no_such_name  # noqa: B018
+
+
+def test_models_table_columns_line_up_for_the_longest_name(capsys):
+    from w2strust.cli import main
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines[0].index("source")
+    assert any(line.startswith("tiny-gpt-neox-wide ") for line in lines)
+    for line in lines[1:]:  # each row's source column starts under the header's, after at least one space
+        assert line[start - 1] == " " and line[start:].split()[0] in {"bundled", "hub", "tiny", "local"}
