@@ -68,18 +68,13 @@ register(ModelSpec("gemma3-270m", "bundled", "decoder", "268.1M",
 for size in ("14m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b"):
     register(ModelSpec(f"pythia-{size}", "hub", "decoder", size.upper(), hub_id=f"EleutherAI/pythia-{size}",
                        licence="Apache-2.0"))
-register(ModelSpec("tiny-bert", "tiny", "encoder", "~1M", licence="random init",
-                   tiny_config=dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=64, max_position_embeddings=256)))
-register(ModelSpec("tiny-bert-wide", "tiny", "encoder", "~2M", licence="random init",
-                   tiny_config=dict(model_type="bert", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=128, max_position_embeddings=256)))
-register(ModelSpec("tiny-gpt-neox", "tiny", "decoder", "~1M", licence="random init",
-                   tiny_config=dict(model_type="gpt_neox", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=64, max_position_embeddings=256)))
-register(ModelSpec("tiny-gpt-neox-wide", "tiny", "decoder", "~2M", licence="random init",
-                   tiny_config=dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=128, max_position_embeddings=256)))
+# Randomly initialised models for tests and smoke runs: an encoder and a decoder, each narrow (~1M) and wide (~2M).
+for _family, _model_type, _arch in (("tiny-bert", "bert", "encoder"), ("tiny-gpt-neox", "gpt_neox", "decoder")):
+    for _suffix, _params, _width, _heads in (("", "~1M", 32, 2), ("-wide", "~2M", 64, 4)):
+        register(ModelSpec(f"{_family}{_suffix}", "tiny", _arch, _params, licence="random init",
+                           tiny_config=dict(model_type=_model_type, hidden_size=_width, num_hidden_layers=2,
+                                            num_attention_heads=_heads, intermediate_size=2 * _width,
+                                            max_position_embeddings=256)))
 
 
 # Fine-tuning recipes of the bundled encoders as classifiers (learning rate, linear warm-up), chosen by the measured
