@@ -277,3 +277,11 @@ def test_table1_counts_invalid_cells_apart(tmp_path):
     fair_cells = [c for c in doc["cells"] if c["property"] == "fairness"]
     assert all(c["agrees"] is None and c["invalid"].startswith("invalid (ceiling − weak gap") for c in fair_cells)
     assert "invalid (validity not checked" in text
+
+
+def test_a_gap_of_exactly_min_gap_passes_the_per_seed_gate():
+    # 332 vs 320 right of 400 rows: exactly 3 points, which floating point computes as 0.029999999999999916
+    v = _check({**ACC, "weak": 0.80, "wts_naive": 0.81, "wts_aux": 0.82, "strong_ceiling": 0.83})
+    gap = v["strategies"]["no_tft"]["gap"]
+    assert all(g < 0.03 and g == pytest.approx(0.03) for g in gap["per_seed"].values())  # the rounding is there
+    assert not any("< min_gap" in r for r in v["strategies"]["no_tft"]["reasons"])

@@ -36,6 +36,10 @@ from ..config.schema import STRATEGIES
 LOSS_DROP = 0.05  # a model "learned" when its training loss fell by at least 5% (see _loss_problem)
 NEAR_CHANCE = 0.9  # weak labels whose mean entropy is at least this share of the uniform labels' are "near chance"
 CI = (2.5, 97.5)  # percentiles of the bootstrap distribution: a 95% interval
+# A gap of exactly min_gap passes "at least min_gap": accuracies are shares of rows, and their difference in floating
+# point can land a few ulps under the exact value (0.83 - 0.80 = 0.0299999...). Task scores move in steps far larger
+# than this (1 row in 10^7), so the tolerance hides rounding only.
+GAP_TOL = 1e-9
 STUDENTS = ("wts_naive", "wts_aux")
 
 
@@ -183,14 +187,14 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
         per_seed = {s: ev.task_score("strong_ceiling", s) - ev.task_score(weak_role, s) for s in seeds}
         reps, over = ev.paired_replicates(("strong_ceiling", weak_role), "task")
         gap_ci = interval(reps["strong_ceiling"] - reps[weak_role])
-        gap_ok = all(v >= min_gap for v in per_seed.values()) and gap_ci is not None and gap_ci[0] > 0
+        gap_ok = all(v >= min_gap - GAP_TOL for v in per_seed.values()) and gap_ci is not None and gap_ci[0] > 0
         res["gap"] = {"passes": gap_ok, "per_seed": {str(s): v for s, v in per_seed.items()},
                       **_stat(np.mean(list(per_seed.values())), gap_ci),
                       "ci_over": over,
                       "weak_lambda": float(ev.recs[(weak_role, seeds[0])]["lambda_weak"])}
         if not gap_ok:
             worst = min(per_seed.values())
-            reasons.append(f"ceiling − weak gap {worst:+.3f} < min_gap {min_gap:g}" if worst < min_gap
+            reasons.append(f"ceiling − weak gap {worst:+.3f} < min_gap {min_gap:g}" if worst < min_gap - GAP_TOL
                            else f"the gap's CI {gap_ci[0]:+.3f}..{gap_ci[1]:+.3f} includes 0" if gap_ci
                            else "the gap has no CI")
     res["teachers"] = {}  # the weak model(s) and the ceiling: did their training loss fall?
