@@ -44,7 +44,7 @@ def load_results(run_dir: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise W2SError(f"{path} cannot be read as text ({type(e).__name__}); {fix}") from None
-    records = []
+    records, first_line = [], {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -57,6 +57,13 @@ def load_results(run_dir: Path) -> list[dict[str, Any]]:
         wrong = _wrong_field(record)
         if wrong:
             raise W2SError(f"{path} line {n}: {wrong} (damaged or edited?); {fix}")
+        # One record per (strategy, role, seed): a repeated one (files concatenated or edited) would count twice in
+        # the summary's mean, std and n while the tests and gates, keyed by (role, seed), would read only one of them.
+        which = (record["strategy"], record["role"], record["seed"])
+        if which in first_line:
+            raise W2SError(f"{path} line {n} repeats the record of line {first_line[which]} (strategy {which[0]}, "
+                           f"role {which[1]}, seed {which[2]}; damaged or edited?); {fix}")
+        first_line[which] = n
         records.append(record)
     if not records:
         raise W2SError(f"{path} holds no records (empty: the run did not finish writing it?); {fix}")

@@ -1,0 +1,32 @@
+"""Records and the summary over seeds (report/results.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from w2strust.errors import W2SError
+from w2strust.report.results import fmt, load_results, summarise
+
+
+def _record(seed: int, dpd: float, role: str = "weak") -> dict:
+    return {"strategy": "no_tft", "role": role, "seed": seed, "artefact": f"{role}-{seed}", "metrics": {"dpd": dpd}}
+
+
+def test_the_summary_is_the_mean_and_sample_std_over_seeds():
+    s = summarise([_record(0, 0.1), _record(1, 0.2), _record(2, 0.6)])["no_tft"]["weak"]["dpd"]
+    assert s["mean"] == pytest.approx(0.3) and s["n"] == 3
+    assert s["std"] == pytest.approx(np.sqrt(((0.2 ** 2) + (0.1 ** 2) + (0.3 ** 2)) / 2))  # ddof = 1
+    one = summarise([_record(0, 0.1)])["no_tft"]["weak"]["dpd"]
+    assert one == {"mean": pytest.approx(0.1), "std": 0.0, "n": 1} and fmt(one) == "0.100"
+
+
+def test_a_repeated_record_is_refused_not_counted_twice(tmp_path):
+    # the summary would average 3 values over 2 seeds (n = 3) while the WTS-trust test and the gates, keyed by
+    # (role, seed), read one of the two copies
+    lines = [_record(0, 0.1), _record(1, 0.2), _record(0, 0.1), _record(0, 0.3, "wts_naive")]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(W2SError, match=r"line 3 repeats the record of line 1 \(strategy no_tft, role weak, seed 0"):
+        load_results(tmp_path)
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines[:2] + lines[3:]))
+    assert len(load_results(tmp_path)) == 3
