@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from w2strust.errors import W2SError
-from w2strust.report.results import fmt, load_results, summarise
+from w2strust.properties.fairness import Fairness
+from w2strust.report.results import fmt, load_results, summarise, wts_trust
 
 
 def _record(seed: int, dpd: float, role: str = "weak") -> dict:
@@ -30,3 +31,20 @@ def test_a_repeated_record_is_refused_not_counted_twice(tmp_path):
         load_results(tmp_path)
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines[:2] + lines[3:]))
     assert len(load_results(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("n_bootstrap", [0, 20])
+def test_a_strategy_with_a_role_missing_a_seed_gets_no_verdict(n_bootstrap, tmp_path):
+    # the WTS-Naive mean would be over seed 0 alone against the others' two seeds (and the bootstrap ran into a
+    # KeyError); the validity gates skip such a strategy too
+    prop, rng = Fairness(), np.random.default_rng(0)
+    dpd = {"weak": 0.3, "wts_naive": 0.2, "wts_aux": 0.2, "strong_ceiling": 0.1}
+    records = [_record(s, v + 0.01 * s, role) for role, v in dpd.items() for s in (0, 1)
+               if (role, s) != ("wts_naive", 1)]
+    for r in records:
+        (tmp_path / r["artefact"]).mkdir()
+        (tmp_path / r["artefact"] / "preds.npz").write_bytes(b"")
+    cols = {"label": rng.integers(0, 2, 50), "group": rng.integers(0, 2, 50)}
+    preds = {"prob": np.stack([np.full(50, 0.4), np.full(50, 0.6)], 1)}
+    trust = wts_trust(records, summarise(records), prop, tmp_path, n_bootstrap, lambda s: cols, lambda a: preds)
+    assert trust == {}

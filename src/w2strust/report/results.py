@@ -119,6 +119,10 @@ def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_column
 
     cols_by_seed: dict[int, dict[str, np.ndarray]] = {}
     for strategy in strategies:
+        arts = {(r["role"], r["seed"]): r["artefact"] for r in records if r["strategy"] == strategy}
+        seeds = sorted({s for _, s in arts})
+        if any((role, s) not in arts for role in roles for s in seeds):
+            continue  # a role without some seed: its mean is over other seeds than the rest (validity skips it too)
         means = {role: summary[strategy][role][metric]["mean"] for role in roles if role in summary[strategy]}
         if len(means) < len(roles):
             continue
@@ -126,8 +130,6 @@ def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_column
                   for a, b in pairs]
         result = {"metric": metric, "higher_is_better": prop.higher_is_better, "means": means, "comparisons": checks,
                   "holds": all(c["holds"] for c in checks)}
-        arts = {(r["role"], r["seed"]): r["artefact"] for r in records if r["strategy"] == strategy}
-        seeds = sorted({s for _, s in arts})
         if n_bootstrap > 0 and all((Path(cache) / a / "preds.npz").exists() for a in arts.values()):
             for s in seeds:
                 if s not in cols_by_seed:
