@@ -29,7 +29,7 @@ from ..config.schema import STRATEGIES, load_yaml
 from ..errors import W2SError
 from ..io import atomic_write_json, save_figure
 from ..models import get_spec
-from .results import load_results, summarise
+from .results import fmt, load_results, summarise
 from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot
 
 # Keys that never make two runs different experiments (where and how fast, not what).
@@ -251,7 +251,7 @@ def markdown(doc: dict[str, Any], rel: str = ".") -> str:
             for r in prop.roles:
                 t, a = roles.get(r, {}).get(doc["trust_metric"]), roles.get(r, {}).get(doc["task_metric"])
                 task = f" ({a['mean']:.3f})" if a else ""
-                cells.append("–" if not t else f"{t['mean']:.3f} ± {t['std']:.3f}{task}")
+                cells.append("–" if not t else fmt(t) + task)  # one seed has no std: its mean alone
             lines.append(f"| {STRATEGY_LABELS[strategy]} | {p['value']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,21 @@
+"""The sensitivity section of a study report (report/sensitivity.py)."""
+
+from w2strust.report.sensitivity import markdown
+
+
+def _stat(mean: float, std: float, n: int) -> dict:
+    return {"mean": mean, "std": std, "n": n}
+
+
+def test_the_curve_table_gives_a_std_only_where_there_are_seeds_to_spread():
+    # summarise stores std 0.0 for one seed: printed as "± 0.000" it would claim seeds that agree exactly
+    def point(x, n):
+        roles = {r: {"dpd": _stat(0.1 * x, 0.02 if n > 1 else 0.0, n), "task_accuracy": _stat(0.8, 0.0, n)}
+                 for r in ("weak", "wts_naive", "wts_aux", "strong_ceiling")}
+        return {"x": x, "value": x, "metrics": {"no_tft": roles}}
+
+    doc = {"property": "fairness", "keys": ["lambda_wts"], "trust_metric": "dpd", "task_metric": "task_accuracy",
+           "higher_is_better": False, "files": ["c.png", "t.png", "c.json"], "points": [point(1.0, 1), point(2.0, 3)]}
+    one, three = [line for line in markdown(doc).splitlines() if line.startswith("| No TFT")]
+    assert "| 0.100 (0.800) |" in one and "±" not in one
+    assert "| 0.200 ± 0.020 (0.800) |" in three
