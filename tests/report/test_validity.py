@@ -164,6 +164,17 @@ def test_the_loss_over_all_training_rows_decides_where_the_trainer_logs_it():
     assert teachers["strong_ceiling"]["problems"][0] == "seed 0: its training loss did not fall (4.660 -> 4.640)"
 
 
+def test_a_model_without_a_recorded_loss_does_not_pass_the_learned_gate():
+    prop, records, load_preds, load_meta, collapsed = _run({**ACC, "weak": 0.74})
+    metas = {r["artefact"]: load_meta(r["artefact"]) for r in records}
+    metas["wts_naive-1"] = {"train": {}}  # e.g. a hand-edited or foreign meta.json
+    v = validity.check(prop, records, load_preds, metas.__getitem__, _columns, collapsed, 0.03, 300)
+    st = v["strategies"]["no_tft"]
+    assert not st["valid"]
+    assert st["students"]["wts_naive"]["problems"] == [
+        "seed 1: no training loss recorded in its meta.json (cannot tell whether it learned)"]
+
+
 def test_the_advice_for_a_model_that_did_not_learn_is_the_property_s():
     # privacy's λ is ε: "lower λ" would add DP noise, so its advice names batches, data and a larger ε instead
     from w2strust.properties.privacy import Privacy

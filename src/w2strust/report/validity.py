@@ -237,14 +237,15 @@ def _loss_problem(load_meta, artefact: str, seed: int) -> str | None:
     """Why a stage's model did not learn: its training loss did not fall by LOSS_DROP. Measured on all its training
     rows before and after training where the trainer logs that (causal LMs: a few dozen e-mails, whose batch losses
     differ by more than training moves them), else from the curve: the mean of the last logged batch losses
-    against the first."""
+    against the first. A stage that recorded neither (both trainers always do) cannot show that it learned: that is a
+    problem too, not a pass."""
     train = load_meta(artefact).get("train", {})
     if train.get("train_loss_before") is not None and train.get("train_loss_after") is not None:
         first, final = train["train_loss_before"], train["train_loss_after"]
     else:
         curve, final = train.get("curve") or [], train.get("final_loss")
         if not curve or final is None:
-            return None
+            return f"seed {seed}: no training loss recorded in its meta.json (cannot tell whether it learned)"
         first = curve[0]["loss"]
     if not final <= (1 - LOSS_DROP) * first:
         return f"seed {seed}: its training loss did not fall ({first:.3f} -> {final:.3f})"
