@@ -52,6 +52,29 @@ def test_separate_sweeps_and_cli_overrides(tmp_path):
     assert [r.dir for r in runs] == ["fairness", "ood"]
 
 
+def test_single_values_in_a_sweeps_grid_are_applied_and_checked(tmp_path):
+    """A scalar next to a list in one grid of `sweeps` is part of that grid's points (it was dropped), and a misspelt
+    key there is an error like anywhere else (it was ignored)."""
+    path = _study(tmp_path, sweeps=[{"lambda_wts": [1.0, 3.0], "alpha_max": 0.1}, {"alpha_max": [0.5]}])
+    _, runs = load_study(path)
+    got = {r.dir: (r.cfg.lambda_wts, r.cfg.alpha_max) for r in runs}
+    assert got["fairness/lambda_wts=1__alpha_max=0.1"] == (1.0, 0.1)
+    assert got["fairness/lambda_wts=3__alpha_max=0.1"] == (3.0, 0.1)
+    assert [v[1] for k, v in got.items() if "lambda_wts" not in k] == [0.5]
+    with pytest.raises(W2SError, match="lamda_wts"):
+        load_study(_study(tmp_path, sweeps=[{"lambda_wts": [1.0, 3.0]}, {"lamda_wts": 5}]))
+
+
+@pytest.mark.parametrize("cli", [{"lambda_wts": 2}, {"weak_model": "tiny-bert-wide"}])
+def test_a_cli_override_of_a_swept_key_is_an_error_not_a_mislabelled_folder(tmp_path, cli):
+    path = _study(tmp_path, lambda_wts=[0.5, 2.0], models=[{"weak": "tiny-bert", "strong": "tiny-bert-wide"},
+                                                           {"weak": "tiny-bert", "strong": "tiny-bert"}])
+    with pytest.raises(W2SError, match="swept values of (lambda_wts|models)"):
+        load_study(path, cli_overrides=cli)
+    _, runs = load_study(path, cli_overrides={"alpha_max": 0.5})  # a key the study does not sweep is fine
+    assert {r.cfg.alpha_max for r in runs} == {0.5}
+
+
 @pytest.mark.parametrize("keys, message", [
     ({"lambda_wts": []}, "empty list"),
     ({"per_property": {"privacy": {"lambda_wts": 1}}}, "per_property"),

@@ -86,6 +86,7 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
         body = _merge(body, per_property.get(prop) or {})
         points = _points(body)
         swept = [k for k in dict.fromkeys(k for p in points for k in p) if len({_show(p.get(k)) for p in points}) > 1]
+        _check_cli_overrides(cli_overrides or {}, swept, points, prop)
         for point in points:
             cfg = _config(prop, {**_fixed(body), **point}, cli_overrides or {})
             shown = {k: point[k] for k in swept if k in point}
@@ -150,7 +151,26 @@ def _points(body: dict[str, Any]) -> list[dict[str, Any]]:
     extra = body.get("sweeps") or [{}]
     if not isinstance(extra, list) or not all(isinstance(g, dict) for g in extra):
         raise W2SError("study key 'sweeps' must be a list of mappings, e.g. [{lambda_wts: [1, 3]}, {alpha_max: [0.1]}]")
-    return [{**b, **g} for g_spec in extra for g in _grid(g_spec) for b in base]
+    # a grid's single values (``{lambda_wts: [1, 3], alpha_max: 0.1}``) belong to its points as much as its lists
+    return [{**b, **_in_order(g_spec, {**_fixed(g_spec), **g})}
+            for g_spec in extra for g in _grid(g_spec) for b in base]
+
+
+def _in_order(spec: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+    """``point``'s keys in the order ``spec`` (a study mapping) gives them: the run folders' names follow the file."""
+    return {k: point[k] for k in _flatten(spec) if k in point}
+
+
+def _check_cli_overrides(cli: dict[str, Any], swept: list[str], points: list[dict[str, Any]], prop: str) -> None:
+    """``--set`` (and --precision, --device, ...) apply on top of every point: one that sets a swept key would give
+    every run folder of the sweep the same value while the folders keep the names of the values they no longer hold."""
+    for key in _flatten(cli):
+        hit = key if key in swept else "models" if key in ("weak_model", "strong_model") and "models" in swept else None
+        if hit is not None:
+            values = ", ".join(dict.fromkeys(_show(p[hit]) for p in points if hit in p))
+            raise W2SError(f"the override of '{key}' (--set or a command-line option) would replace the {prop} "
+                           f"study's swept values of {hit} ({values}) in every run folder, whose names would then "
+                           f"be wrong; drop the override, or give the values in the study file")
 
 
 def _fixed(body: dict[str, Any]) -> dict[str, Any]:
