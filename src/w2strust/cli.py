@@ -47,8 +47,8 @@ def _config_args(p: argparse.ArgumentParser, study: bool = False) -> None:
         p.add_argument("--preset", help="preset for every run (overrides the file's; default quick)")
     else:
         p.add_argument("property", help="trust property: fairness, ood, adversarial, privacy, ...")
-        p.add_argument("--preset", default="quick", help="smoke (tiny random models), quick (bundled models, CPU), "
-                                                       "paper (Pythia from the Hub, GPU); default quick")
+        p.add_argument("--preset", help="smoke (tiny random models), quick (bundled models, CPU), paper (Pythia "
+                                        "from the Hub, GPU); default: the --config file's preset, else quick")
         p.add_argument("--config", help="YAML file of config keys (applied after the preset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set weak_train.lr=1e-4 (repeatable)"
@@ -96,6 +96,20 @@ def _settings(args) -> dict:
             "data_dir": args.data_dir, "device": args.device, "precision": args.precision}
 
 
+def _preset(args) -> str | None:
+    """--preset, else the preset the --config file names (a run's config.yaml: rerunning it rebuilds that run, not
+    that run's keys on top of another preset), else quick. A file made without a preset ("custom") gets none."""
+    if args.preset:
+        return args.preset
+    if args.config:
+        from .config.schema import load_yaml
+
+        named = load_yaml(args.config).get("preset")
+        if isinstance(named, str) and named:
+            return None if named == "custom" else named
+    return "quick"
+
+
 def _execution(args) -> dict:
     return {"workers": args.workers, "threads": args.threads, "per_gpu": args.per_gpu,
             "executor_name": args.executor, "ray_address": args.ray_address, "retries": args.retries,
@@ -106,7 +120,7 @@ def cmd_run(args) -> None:
     from . import api
 
     started = time.time()
-    res = api.run(args.property, args.preset, config_file=args.config, log=args.log, out=args.out,
+    res = api.run(args.property, _preset(args), config_file=args.config, log=args.log, out=args.out,
                   cache=args.cache, **_settings(args), **_execution(args))
     _print_summary(res.dir)
     print(f"\n{len(res.trained)} model(s) trained, the rest loaded from {res.cache}; "
@@ -145,7 +159,7 @@ def cmd_sweep(args) -> None:
         raise W2SError(f"--lambdas must be comma-separated numbers, e.g. 0,1,3,10; got '{args.lambdas}'") from None
     if not lambdas or min(lambdas) < 0:
         raise W2SError(f"--lambdas needs at least one value, all >= 0; got '{args.lambdas}'")
-    cfg = api.configure(args.property, args.preset, config_file=args.config, log=args.log, **_settings(args))
+    cfg = api.configure(args.property, _preset(args), config_file=args.config, log=args.log, **_settings(args))
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}-sweep-{args.role}")
     api.check_writable_dir(out, "--out")
     api.check_writable_dir(Path(args.cache) if args.cache else out / "cache", "--cache")
@@ -212,7 +226,7 @@ def cmd_data(args) -> None:
 
     from . import api, properties
 
-    cfg = api.configure(args.property, args.preset, config_file=args.config, log=args.log, **_settings(args))
+    cfg = api.configure(args.property, _preset(args), config_file=args.config, log=args.log, **_settings(args))
     prop = properties.get(cfg.property)
     for seed in cfg.seeds:
         splits = prop.load_splits(cfg, seed)

@@ -70,3 +70,31 @@ def test_models_table_columns_line_up_for_the_longest_name(capsys):
     assert any(line.startswith("tiny-gpt-neox-wide ") for line in lines)
     for line in lines[1:]:  # each row's source column starts under the header's, after at least one space
         assert line[start - 1] == " " and line[start:].split()[0] in {"bundled", "hub", "tiny", "local"}
+
+
+def test_a_saved_config_is_rebuilt_on_its_own_preset_not_under_quick(tmp_path):
+    """`w2strust run privacy --config runs/x/config.yaml` (README: rerun a run) of a smoke run: the file's keys used to
+    land on the quick preset, whose extra options the file does not set (optimizer, lora_layers) stayed in."""
+    import argparse
+
+    from w2strust import cli
+    from w2strust.config import save_yaml
+
+    made = w2strust.configure("privacy", "smoke")
+    path = tmp_path / "config.yaml"
+    save_yaml(made, path)
+    preset = cli._preset(argparse.Namespace(preset=None, config=str(path)))
+    assert preset == "smoke"
+    assert w2strust.configure("privacy", preset, config_file=path).to_dict() == made.to_dict()
+    with pytest.raises(W2SError, match="made with preset 'smoke'.*--preset smoke"):
+        w2strust.configure("privacy", "quick", config_file=path)
+    assert cli._preset(argparse.Namespace(preset=None, config=None)) == "quick"
+
+
+@pytest.mark.parametrize("override, needle", [("preset=smoke", "'preset' cannot be overridden"),
+                                              ("property=ood", "'property' cannot be overridden")])
+def test_preset_and_property_are_not_config_overrides(override, needle):
+    """--set preset=smoke only relabelled a quick run; --set property=ood ran OOD on fairness' preset values."""
+    with pytest.raises(W2SError, match=needle):
+        w2strust.configure("fairness", "quick", [override])
+    assert w2strust.configure("fairness", "smoke", ["preset=smoke", "property=fairness"]).preset == "smoke"
