@@ -98,3 +98,12 @@ def test_preset_and_property_are_not_config_overrides(override, needle):
     with pytest.raises(W2SError, match=needle):
         w2strust.configure("fairness", "quick", [override])
     assert w2strust.configure("fairness", "smoke", ["preset=smoke", "property=fairness"]).preset == "smoke"
+
+
+def test_a_whole_config_given_without_a_preset_keeps_its_preset_label():
+    """`w2strust report` rebuilds a run's config from config.yaml as overrides on no preset."""
+    from w2strust.config.build import build_config
+
+    made = w2strust.configure("fairness", "smoke").to_dict()
+    cfg = build_config("fairness", overrides={k: v for k, v in made.items() if k != "property"})
+    assert cfg.to_dict() == made

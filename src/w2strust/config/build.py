@@ -136,14 +136,14 @@ def build_config(prop: str, preset: str | None = None, yaml_path: str | None = N
         data = load_yaml(yaml_path)
         if data.get("property", prop) != prop:
             raise W2SError(f"config file {yaml_path} is for property '{data['property']}', not '{prop}'")
-        if data.get("preset", cfg.preset) != cfg.preset:  # a run's config.yaml names the preset it was built on
+        if preset and data.get("preset", preset) != preset:  # a run's config.yaml names the preset it was built on
             raise W2SError(f"config file {yaml_path} was made with preset '{data['preset']}', but preset "
                            f"'{cfg.preset}' is applied under it: what the file does not set (extra options among "
                            f"them) would keep that preset's values; give --preset {data['preset']}")
         _apply(cfg, data, "")
-    if overrides:
-        for key, applied in (("property", prop), ("preset", cfg.preset)):
-            if key in overrides and overrides[key] != applied:
+    if overrides:  # with no preset applied (a whole resolved config given as overrides), `preset` is its label
+        for key, applied in (("property", prop), ("preset", preset)):
+            if applied and key in overrides and overrides[key] != applied:
                 raise W2SError(f"'{key}' cannot be overridden (got {overrides[key]!r}; this run's is '{applied}'): "
                                f"give the {'property as the command argument' if key == 'property' else '--preset'}"
                                f" instead")
