@@ -57,6 +57,12 @@ class StagePlanner:
             files = fingerprint(prop.data_files(cfg), cfg.resolved_data_dir())
             spec = {"property": cfg.property, "data": d, "extra": cfg.extra, "data_files": files,
                     "precision": for_task(cfg.precision, prop.task, self.device)}
+            if prop.task == "generation":
+                # a causal-LM stage generates in batches of eval_batch_size: the weak model's sampled generations (the
+                # WTS models' training text) draw from one RNG stream whose use follows the batches, and left padding
+                # changes the greedy continuations of the attacks. A classifier's predictions do not depend on it
+                # (rows batched by length, padding masked: identical bit for bit at 7 and 64 rows per batch).
+                spec["eval_batch_size"] = cfg.eval_batch_size
             self._data = {**spec, "semantics": prop.key_extra} if prop.key_extra else spec
         return self._data
 
