@@ -220,6 +220,36 @@ def test_eval_batch_size_keys_causal_lm_stages_only():
     assert dirs("fairness", 16) == dirs("fairness", 5)
 
 
+def test_a_stage_trains_on_the_kind_of_device_its_key_was_planned_for(monkeypatch, tmp_path):
+    """An executor's device (a worker's GPU, a Ray task's) used to override the plan's: a CPU-planned stage (its key
+    holds cpu_threads and PCG64 dropout) ran on the worker's GPU, and a GPU-planned one on a CPU worker, storing other
+    numbers under that key. Now the run's own device is used when the executor's is of the wrong kind, else an error."""
+    import torch
+
+    import w2strust.engine.run_stage as stages_mod
+    import w2strust.experiment.plan as plan_mod
+    from w2strust.errors import W2SError
+
+    cfg = build_config("fairness", "smoke", overrides={"device": "cpu"})
+    stage = plan(cfg, threads=1)[0][0]
+    seen = {}
+
+    def fake_train(*args, **kwargs):
+        seen["device"] = args[8]
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(stages_mod, "train_classifier", fake_train)
+    with pytest.raises(RuntimeError, match="stop here"):  # a GPU worker of a study whose run asks for the CPU
+        stages_mod.run_stage(cfg, stage, str(tmp_path / "a"), device="cuda:0")
+    assert seen["device"].type == "cpu"
+    monkeypatch.setattr(plan_mod, "resolve_device", lambda name: torch.device("cuda"))
+    gpu_stage = plan(cfg, threads=1)[0][0]  # planned where CUDA was resolved: no cpu_threads in its key
+    assert "cpu_threads" not in gpu_stage.spec
+    with pytest.raises(W2SError, match="planned for an accelerator"):
+        stages_mod.run_stage(cfg, gpu_stage, str(tmp_path / "b"), device="cpu")
+    assert not list((tmp_path / "b").glob("*/meta.json"))
+
+
 def test_classifier_stages_on_the_cpu_use_pcg64_dropout_masks(monkeypatch, tmp_path):
     """The mask source changes every dropout draw, so it is in the key: classifier stages planned for the CPU say
     "pcg64" (training.dropout.PCG64Dropout), and the training loop receives it; privacy's LM stages keep PyTorch's."""

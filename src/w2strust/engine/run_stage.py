@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from .. import models, properties
 from ..config.schema import ExperimentConfig
+from ..errors import W2SError
 from ..io import atomic_write_json
 from ..properties.base import TrustProperty
 from ..training.causal_lm import train_causal_lm
 from ..training.classifier import predict_proba, train_classifier
-from ..training.device import use_device
+from ..training.device import resolve_device, use_device
 from ..training.finite import check_arrays, check_metrics
 from ..training.losses import AuxConfidenceLoss
 from . import audit
@@ -71,7 +72,7 @@ def run_stage(cfg: ExperimentConfig, stage: Stage, cache_root: str, device: str 
             return {**info, "status": "cached", "ended": time.time(), "device": "-"}
         if problem != "missing":
             tqdm.write(f"w2strust: damaged artefact: {problem}; retraining {stage.dirname}")
-        dev = use_device(device or cfg.device)
+        dev = use_device(stage_device(stage, device or cfg.device, cfg.device))
         if dev.type == "cpu" and "cpu_threads" in stage.spec:
             torch.set_num_threads(stage.spec["cpu_threads"])  # the count its key records (plan.cpu_threads)
         if stage.depends:
@@ -86,6 +87,21 @@ def run_stage(cfg: ExperimentConfig, stage: Stage, cache_root: str, device: str 
         gc.collect()  # the model went out of scope: release its memory before the next stage
     return {**info, "status": "trained", "ended": time.time(), "device": str(dev), "metrics": meta["metrics"],
             "seconds": meta["seconds"]}
+
+
+def stage_device(stage: Stage, given: str, configured: str) -> str:
+    """The device to train ``stage`` on: the executor's (``given``: a worker's GPU, a Ray task's) when it is of the
+    kind the stage was planned for, else the run's own ``device`` (``configured``) when that one is. The plan resolved
+    the device once and wrote what follows from it into the key (CPU: ``cpu_threads`` and PCG64 dropout; precision),
+    so a CPU-planned stage trained on a worker's GPU, or a GPU-planned one on a CPU worker, would store other numbers
+    under that key (a study whose runs ask for different devices; a Ray cluster whose head has no GPU)."""
+    planned_cpu = "cpu_threads" in stage.spec
+    for name in (given, configured):
+        if (resolve_device(name).type == "cpu") == planned_cpu:
+            return name
+    raise W2SError(f"{stage.dirname} was planned for {'the CPU' if planned_cpu else 'an accelerator'} (its key "
+                   f"depends on it) but would run on {given}; run it where the plan was made, or plan it with "
+                   f"--device {given}")
 
 
 def load_splits(cfg: ExperimentConfig, prop: TrustProperty, seed: int):

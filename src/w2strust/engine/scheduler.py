@@ -317,7 +317,8 @@ class RayExecutor:
         self.cap = options.workers if options.workers > 1 else 0
         self.threads = options.stage_threads()
         gpus = ray.cluster_resources().get("GPU", 0)
-        wants_gpu = gpus > 0 and any(c.device in ("auto", "cuda") or c.device.startswith("cuda") for c in cfgs)
+        # as the plan resolved the device, here (its key depends on it): a head without a GPU plans CPU stages
+        wants_gpu = gpus > 0 and _wants_cuda(cfgs)
         self.device = "cuda" if wants_gpu else "cpu"
         self.task = ray.remote(run_in_ray_task).options(
             num_cpus=self.threads, num_gpus=(1.0 / options.per_gpu) if wants_gpu else 0,
