@@ -159,6 +159,8 @@ def cmd_sweep(args) -> None:
         raise W2SError(f"--lambdas must be comma-separated numbers, e.g. 0,1,3,10; got '{args.lambdas}'") from None
     if not lambdas or min(lambdas) < 0:
         raise W2SError(f"--lambdas needs at least one value, all >= 0; got '{args.lambdas}'")
+    if len(set(lambdas)) != len(lambdas):  # the same models would count twice in the curve's mean ± std (n)
+        raise W2SError(f"--lambdas repeats a value ('{args.lambdas}'): a repeated λ would count its models twice")
     cfg = api.configure(args.property, _preset(args), config_file=args.config, log=args.log, **_settings(args))
     out = Path(args.out or f"runs/{cfg.property}-{cfg.preset}-sweep-{args.role}")
     api.check_writable_dir(out, "--out")

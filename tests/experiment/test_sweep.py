@@ -47,6 +47,7 @@ def test_sweep_command_trains_one_model_per_lambda_and_seed(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--lambdas", "0,x"], "--lambdas must be comma-separated numbers"),
     (["--role", "wts_aux"], "--role must be one of"),
+    (["--lambdas", "0,1,1.0"], "--lambdas repeats a value"),  # its models counted twice in mean ± std
 ])
 def test_sweep_bad_arguments(argv, message, tmp_path, capsys):
     assert main(["sweep", "fairness", "--preset", "smoke", "--out", str(tmp_path)] + argv) == 2
