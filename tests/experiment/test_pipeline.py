@@ -250,6 +250,20 @@ def test_a_stage_trains_on_the_kind_of_device_its_key_was_planned_for(monkeypatc
     assert not list((tmp_path / "b").glob("*/meta.json"))
 
 
+def test_splits_kept_in_memory_are_not_shared_across_precisions(monkeypatch):
+    """adversarial's attacked set comes from a surrogate trained in the run's precision: a process running the stages
+    of a study that sweeps precision reused the first precision's splits for the other's stages."""
+    import w2strust.engine.run_stage as stages_mod
+    from w2strust import properties
+
+    prop = properties.get("adversarial")
+    calls = []
+    monkeypatch.setattr(prop, "load_splits", lambda cfg, seed: calls.append(cfg.precision) or object())
+    for precision in ("fp32", "bf16", "fp32"):
+        stages_mod.load_splits(build_config("adversarial", "smoke", overrides={"precision": precision}), prop, 0)
+    assert calls == ["fp32", "bf16", "fp32"]
+
+
 def test_classifier_stages_on_the_cpu_use_pcg64_dropout_masks(monkeypatch, tmp_path):
     """The mask source changes every dropout draw, so it is in the key: classifier stages planned for the CPU say
     "pcg64" (training.dropout.PCG64Dropout), and the training loop receives it; privacy's LM stages keep PyTorch's."""

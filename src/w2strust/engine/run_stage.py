@@ -106,8 +106,9 @@ def stage_device(stage: Stage, given: str, configured: str) -> str:
 
 def load_splits(cfg: ExperimentConfig, prop: TrustProperty, seed: int):
     """A seed's splits of the run's property (kept in memory for the next stage of the same seed)."""
+    # precision and device too: adversarial's generated set is attacked by a surrogate trained in the run's precision
     key = json.dumps([cfg.property, {k: v for k, v in asdict(cfg.data).items() if k != "data_dir"},
-                      cfg.resolved_data_dir(), cfg.extra, seed], sort_keys=True, default=str)
+                      cfg.resolved_data_dir(), cfg.extra, cfg.precision, cfg.device, seed], sort_keys=True, default=str)
     if key not in _SPLITS:
         _SPLITS.clear()  # keep one seed's data in memory
         _SPLITS[key] = prop.load_splits(cfg, seed)
