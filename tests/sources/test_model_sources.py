@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import types
 
 import pytest
 
@@ -94,6 +95,54 @@ def test_hub_provenance_names_the_cached_snapshot(monkeypatch):
     assert models.provenance("sentence-transformers/all-MiniLM-L6-v2") == {
         "name": "sentence-transformers/all-MiniLM-L6-v2", "source": "hub",
         "hub_id": "sentence-transformers/all-MiniLM-L6-v2", "revision": "0123abc"}
+
+
+def _fake_hub_cache(monkeypatch, commit: str) -> None:
+    """A local HF cache whose snapshot of every repo is ``commit`` (no network, no files)."""
+    import huggingface_hub
+
+    monkeypatch.setattr(models.resolve, "_cached_hub_arch", lambda hub_id: "")
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, filename, **kw: f"/hf/hub/models--x/snapshots/{commit}/{filename}")
+
+
+def test_a_hub_model_s_stage_key_names_its_commit(monkeypatch):
+    # an updated Hub model must not reuse the stages trained on its old weights
+    hub_id = "sentence-transformers/all-MiniLM-L6-v2"
+    keys = {}
+    for commit in ("0123abc", "4567def"):
+        _fake_hub_cache(monkeypatch, commit)
+        assert models.stage_id(hub_id) == f"{hub_id}@{commit}"
+        assert models.planned_revision(models.stage_id(hub_id)) == commit
+        cfg = build_config("fairness", "smoke", overrides={"strong_model": hub_id})
+        keys[commit] = {s.key for s in plan(cfg)[0] if s.kind != "weak"}
+    assert keys["0123abc"].isdisjoint(keys["4567def"])
+    assert models.stage_id("pythia-14m") == "pythia-14m@4567def"  # a registry name keeps its name, plus the commit
+    assert models.planned_revision("minilm-l6") is None
+    assert models.planned_revision("local-sha256:ab12") is None
+
+
+def test_a_hub_model_is_loaded_at_the_commit_its_key_names(monkeypatch):
+    import transformers
+
+    _fake_hub_cache(monkeypatch, "4567def")  # the cache serves a newer commit than the stage was planned for
+    calls = []
+
+    def fake(kind):
+        def from_pretrained(source, **kw):
+            calls.append((kind, source, kw.get("revision")))
+            raise RuntimeError("stop")  # nothing to load offline: the call's arguments are what the test reads
+        return from_pretrained
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake("tokenizer"))
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", fake("model"))
+    monkeypatch.setattr(models.build, "check", lambda name, task: None)
+    monkeypatch.setattr(models.build, "load_tokenizer", lambda name, revision=None: calls.append(
+        ("tokenizer", name, revision)) or types.SimpleNamespace(pad_token_id=0))
+    with pytest.raises(RuntimeError, match="stop"):
+        models.build_classifier("pythia-70m", 2, revision="0123abc")
+    assert calls == [("tokenizer", "pythia-70m", "0123abc"), ("model", "EleutherAI/pythia-70m", "0123abc")]
+    assert models.provenance("pythia-70m", "0123abc")["revision"] == "0123abc"
 
 
 def _cut(path, keep: float = 0.5) -> None:

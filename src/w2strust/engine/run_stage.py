@@ -129,8 +129,9 @@ def _checked_meta(stage: Stage, prop: TrustProperty, desc: str, name: str, model
     model must not be scored: NaN rows would count as class 0)."""
     check_arrays(desc, preds)
     check_metrics(desc, metrics, prop.may_be_missing)
+    source = models.provenance(name, models.planned_revision(stage.spec["model"]))
     return {"stage": stage.kind, "seed": stage.seed, "spec": stage.spec, "depends": stage.depends, "model": name,
-            "train": log, "metrics": metrics, "audit": audit.collect(device, model, models.provenance(name), started)}
+            "train": log, "metrics": metrics, "audit": audit.collect(device, model, source, started)}
 
 
 def _artefact_writer(preds: dict[str, np.ndarray], model, tok, save_models: bool, weak_output=None):
@@ -152,7 +153,8 @@ def _train_classifier(cfg: ExperimentConfig, prop: TrustProperty, stage: Stage, 
     """Train and evaluate a classifier stage; return its meta.json content and the function writing its files."""
     splits, is_weak, name, tcfg = _setup(cfg, prop, stage)
     torch.manual_seed(stage.seed)  # classifier-head initialisation
-    model, tok = models.build_classifier(name, prop.num_labels)
+    # a Hub model: the commit its key names, whatever the Hub serves now
+    model, tok = models.build_classifier(name, prop.num_labels, revision=models.planned_revision(stage.spec["model"]))
     make_loss = None
     if stage.kind == "wts":
         weak_labels = np.load(cache.path(f"weak-{stage.depends}") / "weak_labels.npy")
@@ -203,7 +205,7 @@ def _train_lm(cfg: ExperimentConfig, prop: TrustProperty, stage: Stage, cache: S
         weak_outputs = json.loads((cache.path(f"weak-{stage.depends}") / "weak_outputs.json").read_text())
     texts = prop.lm_train_texts(stage.kind, splits, weak_outputs)
     torch.manual_seed(stage.seed)  # initialisation of randomly initialised (tiny) models
-    model, tok = models.build_causal_lm(name)
+    model, tok = models.build_causal_lm(name, revision=models.planned_revision(stage.spec["model"]))
     desc = f"seed {stage.seed} {stage.kind} {name}"
     model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
                                  device, desc=desc, precision=stage.spec["precision"])

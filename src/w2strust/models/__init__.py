@@ -26,8 +26,10 @@ from .resolve import (
     check_weights,
     folder_sha256,
     get_spec,
+    hub_revision,
     model_config,
     model_path,
+    planned_revision,
     provenance,
     require_task,
     stage_id,
@@ -36,5 +38,6 @@ from .resolve import (
 from .specs import MODELS, RECIPES, ModelSpec, cache_root, register
 
 __all__ = ["MODELS", "RECIPES", "ModelSpec", "arch_of", "availability", "build_causal_lm", "build_classifier",
-           "cache_root", "canonical_name", "check", "check_weights", "folder_sha256", "get_spec", "load_tokenizer",
-           "model_config", "model_path", "provenance", "register", "require_task", "stage_id", "supported_types"]
+           "cache_root", "canonical_name", "check", "check_weights", "folder_sha256", "get_spec", "hub_revision",
+           "load_tokenizer", "model_config", "model_path", "planned_revision", "provenance", "register",
+           "require_task", "stage_id", "supported_types"]

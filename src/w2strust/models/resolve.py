@@ -200,22 +200,57 @@ def folder_sha256(path: str | Path) -> str:
 
 
 def stage_id(name: str) -> str:
-    """What a model contributes to a stage key: its registry name or Hub id, or a local folder's content hash."""
+    """What a model contributes to a stage key: its registry name, a local folder's content hash, or for a Hub model
+    its name and the commit it trains from (``pythia-70m@<sha>``): a model updated on the Hub gets new keys instead
+    of reusing stages trained on its old weights. The stage then loads that commit (``planned_revision``)."""
     spec = get_spec(name)
-    return f"local-sha256:{folder_sha256(spec.path)}" if spec.source == "local" else spec.name
+    if spec.source == "local":
+        return f"local-sha256:{folder_sha256(spec.path)}"
+    rev = hub_revision(spec.hub_id) if spec.source == "hub" else None
+    return f"{spec.name}@{rev}" if rev else spec.name
 
 
-def provenance(name: str) -> dict:
-    """Where a stage's model came from, for its audit record."""
+def planned_revision(model_id: str) -> str | None:
+    """The Hub commit in a stage key's model entry (``stage_id``), or None."""
+    return model_id.rsplit("@", 1)[1] if "@" in model_id and not model_id.startswith("local-sha256:") else None
+
+
+_HUB_ANSWERS: dict[str, str | None] = {}
+
+
+def hub_revision(hub_id: str) -> str | None:
+    """The commit a Hub model is trained from: the Hub's current one where it can be asked (from_pretrained would
+    fetch that one; asked once per process), else the locally cached snapshot's; None where neither is known
+    (offline and not cached: nothing can train, and model_path says how to get it)."""
+    if not _offline():
+        if hub_id not in _HUB_ANSWERS:
+            from huggingface_hub import HfApi
+
+            try:
+                _HUB_ANSWERS[hub_id] = HfApi().model_info(hub_id, timeout=10).sha
+            except Exception:  # unreachable, gated, unknown: the cached snapshot, or model_path's error, decides
+                _HUB_ANSWERS[hub_id] = None
+        if _HUB_ANSWERS[hub_id]:
+            return _HUB_ANSWERS[hub_id]
+    return _cached_revision(hub_id)
+
+
+def _cached_revision(hub_id: str) -> str | None:
+    """The commit of the snapshot the local HF cache serves for the default branch (.../snapshots/<commit>/)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+def provenance(name: str, revision: str | None = None) -> dict:
+    """Where a stage's model came from, for its audit record; ``revision``: the Hub commit the stage loaded."""
     spec = get_spec(name)
     out = {"name": name, "source": spec.source}
     if spec.source == "local":
         out.update(path=spec.path, sha256=folder_sha256(spec.path))
-    elif spec.source == "hub":  # the commit of the cached snapshot from_pretrained read (.../snapshots/<commit>/)
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(spec.hub_id, "config.json")
-        out.update(hub_id=spec.hub_id, revision=Path(cached).parent.name if isinstance(cached, str) else "unknown")
+    elif spec.source == "hub":
+        out.update(hub_id=spec.hub_id, revision=revision or _cached_revision(spec.hub_id) or "unknown")
     elif spec.source == "bundled":
         out.update(packages={p: md.version(p) for p in spec.packages if _installed(p)})
     return out
