@@ -4,7 +4,10 @@ the work, and takes the stage's lock, so every executor gets the cache's guarant
 
 A stage starts as soon as the stage it depends on (a WTS model's weak model) is in the cache and a
 slot is free. A stage whose worker dies (killed, out of memory, a lost node) is retried up to
-``retries`` times; an exception raised by the stage itself stops the run (it would fail again).
+``retries`` times; an exception raised by the stage itself stops the run (it would fail again). Local
+workers share one pool, which ends every stage in flight when one worker dies: those stages are not
+charged a retry but rerun one at a time, so the limit (and the error naming a stage) falls on the stage
+whose own worker dies, not on the ones that ran beside it.
 """
 
 from __future__ import annotations
@@ -86,7 +89,12 @@ class ExecutorOptions:
 
 
 class WorkerDied(Exception):
-    """The process running a stage went away (the stage itself did not fail)."""
+    """The process running a stage went away (the stage itself did not fail). ``alongside``: how many other
+    stages were ended with it because they shared its process pool (0: it died alone, so it is to blame)."""
+
+    def __init__(self, message: str, alongside: int = 0):
+        super().__init__(message)
+        self.alongside = alongside
 
 
 def label(job_cfg, stage) -> str:
@@ -112,7 +120,9 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
                        f"check the plan and its time with --dry-run, then run again with --yes")
     for k in done:
         log.write("cached", by_key[k])
-    attempts: dict[str, int] = {}
+    attempts: dict[str, int] = {}  # deaths charged to a stage (its own worker died)
+    starts: dict[str, int] = {}
+    isolate: set[str] = set()  # ended with others by a broken pool: rerun alone, to tell which one dies
     trained: list[dict[str, Any]] = []
     if not pending:
         return trained
@@ -123,16 +133,27 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
             while pending or running:
                 for k in list(pending):
                     dep = by_key[k].stage.depends
-                    if executor.has_room(len(running)) and (dep is None or dep in done or dep not in by_key):
+                    alone_ok = not (isolate & set(running)) and (k not in isolate or not running)
+                    if executor.has_room(len(running)) and alone_ok and (dep is None or dep in done
+                                                                         or dep not in by_key):
                         pending.remove(k)
                         running[k] = by_key[k]
                         executor.submit(by_key[k], str(cache_root))
-                        log.write("start", by_key[k], f"attempt={attempts.get(k, 0) + 1} via={executor.name}")
+                        starts[k] = starts.get(k, 0) + 1
+                        log.write("start", by_key[k], f"attempt={starts[k]} via={executor.name}")
                 for k, result in executor.wait_any():
                     job = running.pop(k)
+                    if isinstance(result, WorkerDied) and result.alongside:
+                        isolate.add(k)
+                        log.write("died", job, f"not counted (ended with {result.alongside} other stage(s) of the "
+                                               f"pool; rerun alone) {result}")
+                        tqdm.write(f"w2strust: a worker died while {job.stage.dirname} ran beside it; rerunning it "
+                                   f"alone")
+                        pending.insert(0, k)
+                        continue
                     if isinstance(result, WorkerDied):
                         attempts[k] = attempts.get(k, 0) + 1
-                        log.write("died", job, f"attempt={attempts[k]} {result}")
+                        log.write("died", job, f"retry {attempts[k]} of {options.retries} {result}")
                         if attempts[k] > options.retries:
                             raise W2SError(f"{job.stage.dirname} ({job.label}): its worker died {attempts[k]} times; "
                                            f"last: {result}. Nothing half-written was kept; see {log.path}")
@@ -144,6 +165,7 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
                         log.write("failed", job, f"{type(result).__name__}: {result}")
                         raise result
                     done.add(k)
+                    isolate.discard(k)
                     bar.update(1)
                     log.write("end", job, _describe(result))
                     if result["status"] == "trained":
@@ -245,6 +267,7 @@ class LocalPoolExecutor:
         self.threads = options.stage_threads()
         self.pool: ProcessPoolExecutor | None = None
         self.futures: dict[Future, tuple[str, ProcessPoolExecutor]] = {}
+        self.in_flight_at_break: dict[ProcessPoolExecutor, int] = {}
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -279,8 +302,12 @@ class LocalPoolExecutor:
             try:
                 out.append((key, fut.result()))
             except BrokenProcessPool:
-                # the pool terminates every worker when one dies: each stage in flight ends up here
-                out.append((key, WorkerDied("a worker process ended unexpectedly (killed, or out of memory)")))
+                # the pool terminates every worker when one dies: each stage in flight ends up here, and which one's
+                # worker died is not known; counted once per pool, when its first stage arrives here
+                if pool not in self.in_flight_at_break:
+                    self.in_flight_at_break[pool] = 1 + sum(p is pool for _, p in self.futures.values())
+                out.append((key, WorkerDied("a worker process ended unexpectedly (killed, or out of memory)",
+                                            alongside=self.in_flight_at_break[pool] - 1)))
                 self._reset(pool)
             except Exception as e:  # noqa: BLE001
                 out.append((key, e))
