@@ -144,3 +144,50 @@ def test_token_nll_equals_log_softmax_of_the_next_token_and_token_logprobs_uses_
         with torch.no_grad():
             alone = -token_nll(model(**enc).logits, enc["input_ids"])[0]
         assert np.allclose(lp, alone.numpy(), atol=1e-4)  # padding the shorter row changes nothing of its tokens
+
+
+class _Memoriser(torch.nn.Module):
+    """A causal LM that has memorised ``seqs`` exactly: greedy decoding continues a prompt found in one of them."""
+
+    def __init__(self, seqs: list[list[int]], pad: int):
+        super().__init__()
+        self.seqs, self.pad = seqs, pad
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **_):
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            p = [t for t, m in zip(ids, mask, strict=True) if m]
+            cont = next((s[i + len(p):i + len(p) + max_new_tokens] for s in self.seqs
+                         for i in range(len(s) - len(p) + 1) if s[i:i + len(p)] == p), [])
+            rows.append(ids + cont + [self.pad] * (max_new_tokens - len(cont)))
+        return torch.tensor(rows)
+
+
+def _byte_level_bpe(corpus: list[str]):
+    """A small GPT-2-style byte-level BPE tokenizer (a lone trailing space is a token of its own, as in SmolLM2)."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tmodels
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(tmodels.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(corpus * 20, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<pad>")
+
+
+def test_pii_completion_prompts_are_the_training_tokens_before_the_address():
+    filler = " ".join(f"word{i}" for i in range(60))
+    texts = ["From: the trading desk\nTo: jane.doe@example.com\nSubject: numbers for the quarter are attached",
+             "Hello team, please forward the file to bob.smith@example.org before noon on friday",
+             f"Memo header line\n{filler}\nCc: late.address@example.net"]
+    tok = _byte_level_bpe(texts)
+    seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    model = _Memoriser(seqs, tok.pad_token_id)
+    # a model that reproduces its training text completes every address it saw; the third one lies past the
+    # training window (max_length tokens) and is left out
+    hits = pm.pii_completion(model, tok, texts, context_tokens=8, max_items=10, batch_size=2, device=CPU,
+                             max_length=40)
+    assert hits.tolist() == [1.0, 1.0]
+    assert len(pm.pii_completion(model, tok, texts, 8, 10, 2, CPU)) == 3  # no window given: every address

@@ -221,7 +221,8 @@ class Privacy(TrustProperty):
                            f"suffix_tokens tokens for {type(model).__name__}'s tokenizer; lower them")
         lp_in = pm.token_logprobs(model, tokenizer, members, max_length, bs, device)
         lp_out = pm.token_logprobs(model, tokenizer, nonmembers, max_length, bs, device)
-        pii = pm.pii_completion(model, tokenizer, members, int(o["pii_context"]), int(o["n_pii"]), bs, device)
+        pii = pm.pii_completion(model, tokenizer, members, int(o["pii_context"]), int(o["n_pii"]), bs, device,
+                                max_length)
         metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
                    "perplexity": pm.perplexity(lp_out), "train_perplexity": pm.perplexity(lp_in),
                    "pii_extraction": float(pii.mean()) if len(pii) else float("nan"), "n_pii": float(len(pii))}

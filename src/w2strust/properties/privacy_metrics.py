@@ -149,17 +149,30 @@ def special_prefix(tokenizer) -> list[int]:
 
 
 def pii_completion(model, tokenizer, texts: list[str], context_tokens: int, max_items: int, batch_size: int,
-                   device: torch.device) -> np.ndarray:
+                   device: torch.device, max_length: int | None = None) -> np.ndarray:
     """Per e-mail address occurrence (after some context), 1 if greedy decoding from the preceding
-    ``context_tokens`` tokens of the training text writes the address out exactly, else 0."""
+    ``context_tokens`` tokens of the training text writes the address out exactly, else 0.
+
+    The prompt is a slice of the text's own token sequence, as the model was trained on it (special prefix
+    included where the slice reaches the start): tokenising the text cut before the address instead would
+    end most prompts in a lone space token (``"To: "``) that never precedes an address in training. With
+    ``max_length`` (the training truncation), addresses past the trained window are left out."""
+    start = special_prefix(tokenizer)
     prompts, targets = [], []
     for text in texts:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
         for m in EMAIL_RE.finditer(text):
             if m.start() < 20:  # too little context to be a fair completion task
                 continue
-            ctx = tokenizer(text[:m.start()], add_special_tokens=False)["input_ids"][-context_tokens:]
-            prompts.append(ctx)
-            targets.append(m.group(0))
+            # first token reaching into the address, and the tokens the address spans
+            first = next(i for i, (_, end) in enumerate(offsets) if end > m.start())
+            last = max(i for i, (begin, _) in enumerate(offsets) if begin < m.end())
+            if max_length is not None and len(start) + last + 1 > max_length:
+                continue  # the model never saw this address in this e-mail
+            lo = first - context_tokens
+            prompts.append((start if lo <= 0 else []) + ids[max(0, lo):first])
+            targets.append(text[offsets[first][0]:m.end()].strip())
             if len(prompts) >= max_items:
                 break
         if len(prompts) >= max_items:
