@@ -82,3 +82,16 @@ def test_bad_privacy_config_gives_a_clear_error(override, message):
 
     with pytest.raises(W2SError, match=message):
         build_config("privacy", "smoke", overrides=override)
+
+
+def test_every_preset_keeps_the_wts_extraction_target_inside_the_trained_prompt():
+    """The WTS model trains on the first prompt_tokens tokens of each D_WTS e-mail + the weak model's continuation:
+    a suffix past the prompt is text it never saw, which would lower its extraction rate for no privacy reason."""
+    from w2strust.errors import W2SError
+
+    prop = get("privacy")
+    for preset in prop.presets():
+        o = prop.options(build_config("privacy", preset))
+        assert o["prefix_tokens"] + o["suffix_tokens"] <= o["prompt_tokens"], preset
+    with pytest.raises(W2SError, match="must fit in prompt_tokens"):
+        build_config("privacy", "smoke", overrides={"extra": {"prompt_tokens": 10}})

@@ -83,6 +83,9 @@ class Privacy(TrustProperty):
                           data=dict(n_weak=16, n_wts=16, n_test=8), eval_batch_size=16,
                           extra=dict(lora_rank=0, prefix_tokens=8, suffix_tokens=4, prompt_tokens=16, gen_tokens=12,
                                      n_eval=8, n_pii=4, pii_context=12)),
+            # The WTS prompt (48 weak tokens) holds the extraction prefix + suffix (24 + 16 Gemma tokens) of every
+            # D_WTS e-mail, so the WTS attack targets text the WTS model trained on; at 32 it held only ~42% of the
+            # suffix tokens (the rest was the weak model's generation), which lowered the WTS extraction rate.
             # One seed of the bundled decoders in ~25 min on 2 cores (--workers 2): few, short e-mails, LoRA on the top
             # blocks, so backward stops early. DP-Adam does not learn here (the noise swamps every coordinate);
             # plain SGD with rank-4 LoRA on the top 2 blocks does (bench/README.md "DP recipes"). 64 e-mails in
@@ -95,7 +98,7 @@ class Privacy(TrustProperty):
                           strong_train=dict(lr=0.2, epochs=4, batch_size=16, max_length=64),
                           data=dict(n_weak=64, n_wts=64, n_test=32), eval_batch_size=16,
                           extra=dict(optimizer="sgd", lora_rank=4, lora_layers=2, prefix_tokens=24, suffix_tokens=16,
-                                     prompt_tokens=32, gen_tokens=32, n_eval=32, n_pii=16, pii_context=24)),
+                                     prompt_tokens=48, gen_tokens=16, n_eval=32, n_pii=16, pii_context=24)),
             # The bundled decoders on all 3,073 offline e-mails (1,200 / 1,200 / 673), 3 seeds; 500 training e-mails
             # per model for extraction and MIA (standard error of the extraction rate ≈ 1 point). ε = 8 for every
             # DP model, as in the paper: ε is a privacy budget fixed in advance, not a knob tuned on test leakage.
@@ -136,6 +139,11 @@ class Privacy(TrustProperty):
                 raise W2SError(f"extra.{key} must be >= 1, got {o[key]}")
         if int(o["lora_rank"]) < 0 or int(o["lora_layers"]) < 0 or not 0 <= float(o["gen_top_p"]) <= 1:
             raise W2SError("extra.lora_rank must be >= 0 and extra.gen_top_p in [0, 1]")
+        if o["prefix_tokens"] + o["suffix_tokens"] > o["prompt_tokens"]:
+            raise W2SError(f"prefix_tokens + suffix_tokens ({o['prefix_tokens']} + {o['suffix_tokens']}) must fit in "
+                           f"prompt_tokens ({o['prompt_tokens']}): the WTS model's leakage is measured on the D_WTS "
+                           f"e-mails whose first prompt_tokens tokens it trained on; past them it saw only the weak "
+                           f"model's generations (tokenizers differ: leave a margin)")
         for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
             if o["prefix_tokens"] + o["suffix_tokens"] > t.max_length:
                 raise W2SError(f"prefix_tokens + suffix_tokens must fit in {label}.max_length ({t.max_length}): the "
