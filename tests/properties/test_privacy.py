@@ -95,3 +95,32 @@ def test_every_preset_keeps_the_wts_extraction_target_inside_the_trained_prompt(
         assert o["prefix_tokens"] + o["suffix_tokens"] <= o["prompt_tokens"], preset
     with pytest.raises(W2SError, match="must fit in prompt_tokens"):
         build_config("privacy", "smoke", overrides={"extra": {"prompt_tokens": 10}})
+
+
+def test_mia_non_members_are_selected_by_length_like_the_members(data_dir, monkeypatch):
+    """Members are e-mails of >= EVAL_MIN_CHARS characters; non-members of any length would let length alone move
+    the AUC (a pretrained model never fine-tuned scored 0.55 loss / 0.62 zlib AUC on the full preset)."""
+    import torch
+
+    from w2strust import models
+    from w2strust.properties import privacy as privacy_mod
+    from w2strust.properties import privacy_metrics as pm
+
+    cfg = build_config("privacy", "smoke", overrides={"data": {"n_test": 40}})
+    prop = get("privacy")
+    splits = prop.load_splits(cfg, seed=0)
+    lengths = [len(t) for t in splits.test["text"]]
+    assert min(lengths) < privacy_mod.EVAL_MIN_CHARS  # the test set holds short e-mails to leave out
+    seen = {}
+    real = pm.mia_metrics
+
+    def spy(member, nonmember):
+        seen["n"] = (len(member["loss"]), len(nonmember["loss"]))
+        return real(member, nonmember)
+
+    monkeypatch.setattr(pm, "mia_metrics", spy)
+    torch.manual_seed(0)
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    _, metrics = prop.lm_evaluate(model, tok, "weak", splits, cfg, torch.device("cpu"), 64)
+    assert seen["n"] == (len(splits.extra["eval_weak"]), sum(n >= privacy_mod.EVAL_MIN_CHARS for n in lengths))
+    assert np.isfinite(metrics["perplexity"])

@@ -185,6 +185,9 @@ class Privacy(TrustProperty):
         m = min(n, len(w), len(s))
         if m < 2:
             raise W2SError("too few long e-mails in D_W / D_WTS for the extraction attack; raise data.n_weak / n_wts")
+        if sum(len(t) >= EVAL_MIN_CHARS for t in test["text"]) < 2:
+            raise W2SError("too few long e-mails in D_T for the membership inference attack's non-members; raise "
+                           "data.n_test")
         return Splits(weak=weak, wts=wts, test=test,
                       extra={"eval_weak": weak.select(w[:m]), "eval_wts": wts.select(s[:m])})
 
@@ -234,7 +237,12 @@ class Privacy(TrustProperty):
         metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
                    "perplexity": pm.perplexity(lp_out), "train_perplexity": pm.perplexity(lp_in),
                    "pii_extraction": float(pii.mean()) if len(pii) else float("nan"), "n_pii": float(len(pii))}
-        metrics.update(pm.mia_metrics(pm.membership_scores(lp_in, members), pm.membership_scores(lp_out, nonmembers)))
+        # Non-members are selected like the members (>= EVAL_MIN_CHARS): the members are long e-mails, and length alone
+        # moves the scores (full preset, seed 0, SmolLM2 never fine-tuned: loss AUC 0.547, zlib AUC 0.619 against all
+        # of D_T; 0.516 / 0.495 against its long e-mails). Perplexity stays over all of D_T.
+        out = [i for i, t in enumerate(nonmembers) if len(t) >= EVAL_MIN_CHARS]
+        metrics.update(pm.mia_metrics(pm.membership_scores(lp_in, members),
+                                      pm.membership_scores([lp_out[i] for i in out], [nonmembers[i] for i in out])))
         if o["kshot"]:
             names, shots = load_decodingtrust_maps(cfg.resolved_data_dir(), o["kshot"])
             train = splits.wts["text"] if kind == "wts" else splits.weak["text"]
