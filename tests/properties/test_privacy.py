@@ -124,3 +124,30 @@ def test_mia_non_members_are_selected_by_length_like_the_members(data_dir, monke
     _, metrics = prop.lm_evaluate(model, tok, "weak", splits, cfg, torch.device("cpu"), 64)
     assert seen["n"] == (len(splits.extra["eval_weak"]), sum(n >= privacy_mod.EVAL_MIN_CHARS for n in lengths))
     assert np.isfinite(metrics["perplexity"])
+
+
+def test_the_perplexity_gap_is_resampled_over_held_out_e_mails(privacy_run):
+    # each stage stores every held-out e-mail's summed NLL and token count: their token-weighted perplexity is the
+    # task metric, so the gap's CI resamples e-mails (meaningful with one seed), not seeds
+    prop = get("privacy")
+    for line in (privacy_run / "results.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        preds = dict(np.load(privacy_run / "cache" / rec["artefact"] / "preds.npz"))
+        assert len(preds["test_nll"]) == len(preds["test_tokens"]) == build_config("privacy", "smoke").data.n_test
+        assert prop.task_value(preds, {}, None) == pytest.approx(rec["metrics"]["perplexity"], rel=1e-5)
+        half = np.arange(len(preds["test_nll"]) // 2)
+        assert prop.task_value(preds, {}, half) != prop.task_value(preds, {}, None)
+    gap = json.loads((privacy_run / "summary.json").read_text())["validity"]["strategies"]["weak_wts_tft"]["gap"]
+    assert gap["ci_over"] == "test rows" and gap["ci"][0] < gap["ci"][1]
+
+
+def test_zlib_calibration_compresses_the_scored_text_only():
+    from w2strust.models import load_tokenizer
+    from w2strust.properties.privacy_metrics import scored_texts
+
+    tok = load_tokenizer("tiny-gpt-neox")
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau"
+    cut = scored_texts(tok, [text, "short"], max_length=8)
+    assert text.startswith(cut[0]) and len(cut[0]) < len(text) and cut[1] == "short"
+    assert tok(cut[0], truncation=True, max_length=8)["input_ids"] == tok(text, truncation=True,
+                                                                           max_length=8)["input_ids"]

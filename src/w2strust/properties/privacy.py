@@ -64,7 +64,9 @@ class Privacy(TrustProperty):
     extra_options = DEFAULTS
     # in every stage key: how token losses are computed (training.causal_lm.token_nll, flat cross-entropy since
     # 2026-12-03; the earlier layout gave losses that differ in the last float bits, so its stages are not reused)
-    key_extra = {"token_nll": "flat"}
+    # "evaluation": what a stage stores and scores beyond the key's settings (v2: PII prompts from the e-mail's own
+    # tokens, length-matched MIA non-members, zlib over the scored text, per-e-mail test NLL for the gap's CI)
+    key_extra = {"token_nll": "flat", "evaluation": 2}
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
     task_gap_units = "nats per token (−ln perplexity)"
@@ -241,8 +243,9 @@ class Privacy(TrustProperty):
         # moves the scores (full preset, seed 0, SmolLM2 never fine-tuned: loss AUC 0.547, zlib AUC 0.619 against all
         # of D_T; 0.516 / 0.495 against its long e-mails). Perplexity stays over all of D_T.
         out = [i for i, t in enumerate(nonmembers) if len(t) >= EVAL_MIN_CHARS]
-        metrics.update(pm.mia_metrics(pm.membership_scores(lp_in, members),
-                                      pm.membership_scores([lp_out[i] for i in out], [nonmembers[i] for i in out])))
+        scored_in, scored_out = (pm.scored_texts(tokenizer, t, max_length) for t in (members, nonmembers))
+        metrics.update(pm.mia_metrics(pm.membership_scores(lp_in, scored_in),
+                                      pm.membership_scores([lp_out[i] for i in out], [scored_out[i] for i in out])))
         if o["kshot"]:
             names, shots = load_decodingtrust_maps(cfg.resolved_data_dir(), o["kshot"])
             train = splits.wts["text"] if kind == "wts" else splits.weak["text"]
@@ -250,11 +253,20 @@ class Privacy(TrustProperty):
             hits = pm.pii_kshot(model, tokenizer, addresses, names, shots, int(o["n_pii"]), bs, device)
             metrics["pii_kshot"] = float(hits.mean()) if len(hits) else float("nan")
             metrics["n_pii_kshot"] = float(len(hits))
-        return {"extract": extract}, metrics
+        # per held-out e-mail, its summed token NLL and token count: the perplexity of any resample of D_T, so the
+        # capability gap's CI resamples e-mails (as the classifiers' resample test rows), not just seeds
+        test_nll = np.array([-lp.sum(dtype=np.float64) for lp in lp_out])
+        test_tokens = np.array([len(lp) for lp in lp_out], dtype=np.int64)
+        return {"extract": extract, "test_nll": test_nll, "test_tokens": test_tokens}, metrics
 
     # ---- the WTS-trust bootstrap (report.py): resample the per-e-mail extraction scores
     def test_columns(self, splits: Splits) -> dict[str, np.ndarray]:
-        return {"row": np.arange(len(splits.extra["eval_weak"]))}
+        # "row" (first: the trust rows) indexes the extraction e-mails, "test_row" the held-out e-mails of the task
+        return {"row": np.arange(len(splits.extra["eval_weak"])), "test_row": np.arange(len(splits.test))}
+
+    def resample(self, preds, cols, idx):
+        """A resample of the extraction e-mails (the trust rows; the held-out e-mails' arrays are not aligned)."""
+        return {"extract": preds["extract"][idx]}, {"row": cols["row"][idx]}
 
     def metrics(self, preds, cols):
         return {"extraction_rate": float(np.mean(preds["extract"]))}
@@ -267,10 +279,16 @@ class Privacy(TrustProperty):
         return -float(np.log(value))
 
     def task_rows(self, cols):
-        return len(cols["row"])
+        return len(cols["test_row"])
 
     def task_value(self, preds, cols, idx):
-        return None  # per-e-mail losses are not stored: the gap's CI resamples seeds
+        """Token-weighted perplexity of held-out e-mails ``idx`` (None: all), from each e-mail's summed NLL and token
+        count; None for stages stored before those were (their gap's CI then resamples seeds)."""
+        if "test_nll" not in preds:
+            return None
+        nll, n = (preds["test_nll"], preds["test_tokens"]) if idx is None else (preds["test_nll"][idx],
+                                                                                 preds["test_tokens"][idx])
+        return float(np.exp(nll.sum() / max(int(n.sum()), 1)))
 
     def majority_rate(self, cols):
         return None

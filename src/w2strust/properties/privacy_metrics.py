@@ -88,6 +88,16 @@ def token_logprobs(model, tokenizer, texts: list[str], max_length: int, batch_si
     return out
 
 
+def scored_texts(tokenizer, texts: list[str], max_length: int) -> list[str]:
+    """Each text cut where ``token_logprobs`` stops scoring it (``max_length`` tokens): what the zlib calibration
+    must compress, so that numerator (mean NLL) and denominator (zlib bits) describe the same characters."""
+    out = []
+    for text in texts:
+        offsets = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)["offset_mapping"]
+        out.append(text[:max((end for _, end in offsets), default=0)])
+    return out
+
+
 def membership_scores(logprobs: list[np.ndarray], texts: list[str]) -> dict[str, np.ndarray]:
     """Scores where higher means 'more likely a training member': loss, zlib-calibrated loss, min-k%."""
     mean_nll = np.array([-lp.mean() if len(lp) else 0.0 for lp in logprobs])

@@ -20,8 +20,9 @@ counted apart (``table1.py``).
 
 CIs are percentile intervals of a paired bootstrap over test rows (the same resampled rows for every model of a
 seed, metrics averaged over seeds), like the WTS-trust test; where a property cannot recompute its task metric from
-stored predictions (privacy's perplexity), the seeds are resampled instead. Task metrics enter the gap as the
-property's ``task_score`` (accuracy as it is; perplexity as −ln perplexity, so a gap is in nats per token).
+stored predictions (privacy stages stored before their per-e-mail test losses were), the seeds are resampled
+instead. Task metrics enter the gap as the property's ``task_score`` (accuracy as it is; perplexity as
+−ln perplexity, so a gap is in nats per token).
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class Evidence:
     def paired_replicates(self, roles: tuple[str, ...], metric: str) -> tuple[dict[str, np.ndarray], str]:
         """Bootstrap replicates of each role's task score (``task``) or trust value (``trust``), paired across roles,
         and what was resampled: the same test rows of each seed, or, where the task metric cannot be recomputed from
-        predictions (privacy's perplexity), the same seeds."""
+        predictions (privacy stages stored without per-e-mail test losses), the same seeds."""
         if metric == "trust":
             return {r: self.trust_replicates(r) for r in roles}, "test rows"
         reps = {r: self.task_replicates(r) for r in roles}
