@@ -151,3 +151,18 @@ def test_zlib_calibration_compresses_the_scored_text_only():
     assert text.startswith(cut[0]) and len(cut[0]) < len(text) and cut[1] == "short"
     assert tok(cut[0], truncation=True, max_length=8)["input_ids"] == tok(text, truncation=True,
                                                                            max_length=8)["input_ids"]
+
+
+def test_bits_per_byte_count_the_scored_characters_only(privacy_run):
+    from w2strust.models import load_tokenizer
+    from w2strust.properties.privacy_metrics import scored_bytes
+
+    tok = load_tokenizer("tiny-gpt-neox")  # BERT-style: [CLS] first, so every text token is scored
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau"
+    # 8 tokens: [CLS], six words, [SEP]; the words after the sixth were cut, not scored
+    assert scored_bytes(tok, [text], max_length=8)[0] == len("alpha beta gamma delta epsilon zeta")
+    for line in (privacy_run / "results.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        preds = dict(np.load(privacy_run / "cache" / rec["artefact"] / "preds.npz"))
+        bpb = preds["test_nll"].sum() / np.log(2) / preds["test_bytes"].sum()
+        assert rec["metrics"]["bits_per_byte"] == pytest.approx(bpb) and 0 < bpb < 20

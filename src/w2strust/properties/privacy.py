@@ -65,7 +65,7 @@ class Privacy(TrustProperty):
     # in every stage key: how token losses are computed (training.causal_lm.token_nll, flat cross-entropy since
     # 2026-12-03; the earlier layout gave losses that differ in the last float bits, so its stages are not reused)
     # "evaluation": what a stage stores and scores beyond the key's settings (v2: PII prompts from the e-mail's own
-    # tokens, length-matched MIA non-members, zlib over the scored text, per-e-mail test NLL for the gap's CI)
+    # tokens, length-matched MIA non-members, zlib over the scored text, per-e-mail test NLL, tokens and bytes)
     key_extra = {"token_nll": "flat", "evaluation": 2}
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
@@ -257,7 +257,10 @@ class Privacy(TrustProperty):
         # capability gap's CI resamples e-mails (as the classifiers' resample test rows), not just seeds
         test_nll = np.array([-lp.sum(dtype=np.float64) for lp in lp_out])
         test_tokens = np.array([len(lp) for lp in lp_out], dtype=np.int64)
-        return {"extract": extract, "test_nll": test_nll, "test_tokens": test_tokens}, metrics
+        # and its scored bytes: bits per byte compare weak and strong models whose tokenizers differ
+        test_bytes = pm.scored_bytes(tokenizer, nonmembers, max_length)
+        metrics["bits_per_byte"] = float(test_nll.sum() / np.log(2) / max(int(test_bytes.sum()), 1))
+        return {"extract": extract, "test_nll": test_nll, "test_tokens": test_tokens, "test_bytes": test_bytes}, metrics
 
     # ---- the WTS-trust bootstrap (report.py): resample the per-e-mail extraction scores
     def test_columns(self, splits: Splits) -> dict[str, np.ndarray]:

@@ -88,14 +88,28 @@ def token_logprobs(model, tokenizer, texts: list[str], max_length: int, batch_si
     return out
 
 
-def scored_texts(tokenizer, texts: list[str], max_length: int) -> list[str]:
-    """Each text cut where ``token_logprobs`` stops scoring it (``max_length`` tokens): what the zlib calibration
-    must compress, so that numerator (mean NLL) and denominator (zlib bits) describe the same characters."""
+def scored_spans(tokenizer, texts: list[str], max_length: int) -> list[tuple[int, int]]:
+    """Per text, the characters ``token_logprobs`` scores: from its second token (the first is context; a BOS
+    token, where the tokenizer adds one, makes that the first word) to the end of its ``max_length``-th token."""
     out = []
     for text in texts:
         offsets = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)["offset_mapping"]
-        out.append(text[:max((end for _, end in offsets), default=0)])
+        end = max((e for _, e in offsets), default=0)
+        out.append((offsets[1][0] if len(offsets) > 1 else end, end))
     return out
+
+
+def scored_texts(tokenizer, texts: list[str], max_length: int) -> list[str]:
+    """Each text cut where ``token_logprobs`` stops scoring it: what the zlib calibration must compress, so that
+    numerator (mean NLL) and denominator (zlib bits) describe the same text."""
+    return [text[:end] for text, (_, end) in zip(texts, scored_spans(tokenizer, texts, max_length), strict=True)]
+
+
+def scored_bytes(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """UTF-8 bytes of the scored characters of each text: NLL per byte compares models with different tokenizers
+    (a per-token NLL does not: longer tokens carry more of the text each)."""
+    return np.array([len(t[a:b].encode("utf-8")) for t, (a, b) in zip(texts, scored_spans(tokenizer, texts, max_length),
+                                                                       strict=True)], dtype=np.int64)
 
 
 def membership_scores(logprobs: list[np.ndarray], texts: list[str]) -> dict[str, np.ndarray]:
