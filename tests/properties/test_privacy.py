@@ -127,18 +127,22 @@ def test_mia_non_members_are_selected_by_length_like_the_members(data_dir, monke
 
 
 def test_the_perplexity_gap_is_resampled_over_held_out_e_mails(privacy_run):
-    # each stage stores every held-out e-mail's summed NLL and token count: their token-weighted perplexity is the
-    # task metric, so the gap's CI resamples e-mails (meaningful with one seed), not seeds
+    # each stage stores every held-out e-mail's summed NLL and scored bytes: the gap metric (bits per byte) of any
+    # resample of them, so the gap's CI resamples e-mails (meaningful with one seed), not seeds
     prop = get("privacy")
     for line in (privacy_run / "results.jsonl").read_text().splitlines():
         rec = json.loads(line)
         preds = dict(np.load(privacy_run / "cache" / rec["artefact"] / "preds.npz"))
         assert len(preds["test_nll"]) == len(preds["test_tokens"]) == build_config("privacy", "smoke").data.n_test
-        assert prop.task_value(preds, {}, None) == pytest.approx(rec["metrics"]["perplexity"], rel=1e-5)
+        assert prop.task_value(preds, {}, None) == pytest.approx(rec["metrics"]["bits_per_byte"], rel=1e-9)
+        ppl = np.exp(preds["test_nll"].sum() / preds["test_tokens"].sum())
+        assert ppl == pytest.approx(rec["metrics"]["perplexity"], rel=1e-5)  # the token counts give the perplexity
         half = np.arange(len(preds["test_nll"]) // 2)
         assert prop.task_value(preds, {}, half) != prop.task_value(preds, {}, None)
     gap = json.loads((privacy_run / "summary.json").read_text())["validity"]["strategies"]["weak_wts_tft"]["gap"]
     assert gap["ci_over"] == "test rows" and gap["ci"][0] < gap["ci"][1]
+    summary = json.loads((privacy_run / "summary.json").read_text())["validity"]
+    assert summary["task_metric"] == "bits_per_byte" and summary["gap_units"] == "bits per byte"
 
 
 def test_zlib_calibration_compresses_the_scored_text_only():

@@ -296,3 +296,14 @@ def test_a_gap_of_exactly_min_gap_passes_the_per_seed_gate():
     gap = v["strategies"]["no_tft"]["gap"]
     assert all(g < 0.03 and g == pytest.approx(0.03) for g in gap["per_seed"].values())  # the rounding is there
     assert not any("< min_gap" in r for r in v["strategies"]["no_tft"]["reasons"])
+
+
+def test_records_without_the_gap_metric_are_not_checked_rather_than_crashing():
+    # privacy compares bits per byte since evaluation v2: an older run's records hold only perplexity
+    from w2strust.properties.privacy import Privacy
+
+    records = [{"strategy": "no_tft", "role": r, "seed": 0, "artefact": r, "lambda_weak": 0.0, "lambda_wts": 0.0,
+                "lambda_ceiling": 0.0, "metrics": {"perplexity": 60.0, "extraction_rate": 0.1}}
+               for r in ("weak", "wts_naive", "strong_ceiling")]
+    v = validity.check(Privacy(), records, None, None, None, [], 0.03, 10)
+    assert not v["valid"] and "records hold no bits_per_byte" in v["line"]

@@ -63,7 +63,7 @@ class ExperimentConfig:
     ceiling_lambdas: list[float] = field(default_factory=list)  # candidates for "auto"; [] = the property's grid
     ceiling_max_drop: float = 0.015  # task-metric units (accuracy: 1.5 points, the cost the paper reports)
     # Validity (report/validity.py): the strong ceiling must beat the weak model on the task metric by at least this,
-    # in the property's gap units (accuracy; privacy: nats per token), or the run is not a weak-to-strong setting.
+    # in the property's gap units (accuracy; privacy: bits per byte), or the run is not a weak-to-strong setting.
     min_gap: float = 0.03
     alpha_max: float = 0.25  # auxiliary-confidence-loss weight after warm-up
     aux_warmup: float = 0.2  # fraction of WTS training over which α ramps from 0 to alpha_max

@@ -41,6 +41,9 @@ class TrustProperty:
     # where λ changes the task itself (privacy: DP noise costs perplexity), else with each strategy's weak model.
     gap_at_equal_lambda: bool = False
     task_gap_units: str = "accuracy"  # what a difference of task_score is (min_gap is in these units)
+    # The metric the gap and PGR compare, where it is not task_metric (privacy: bits per byte, which compares models
+    # whose tokenizers differ; its perplexity stays the metric shown). Same direction as task_metric.
+    gap_metric: str = ""
     # The advice a run ends with when a model did not learn (report/validity.py): what "a weaker λ" means differs.
     learn_fix: str = "train longer or at another learning rate, or lower λ"
     # ... and when the ceiling is not min_gap above the weak model (a property whose task saturates says so).

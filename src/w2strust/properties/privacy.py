@@ -69,7 +69,10 @@ class Privacy(TrustProperty):
     key_extra = {"token_nll": "flat", "evaluation": 2}
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
-    task_gap_units = "nats per token (−ln perplexity)"
+    # the gap and PGR in bits per byte of the held-out e-mails: per token, a tokenizer with longer tokens (Gemma's,
+    # ~4% more characters a token than SmolLM2's on D_T) has a higher perplexity for the same text
+    gap_metric = "bits_per_byte"
+    task_gap_units = "bits per byte"
     # λ is ε here: a lower ε adds noise. DP-SGD learns when the noise is small next to the batch's summed gradient.
     learn_fix = ("give DP-SGD larger batches and more e-mails (*_train.batch_size, data.n_weak / n_wts), fewer "
                  "trainable parameters (extra.lora_rank, extra.lora_layers), more steps, or a larger ε (λ)")
@@ -277,21 +280,18 @@ class Privacy(TrustProperty):
     def trust_value(self, preds, cols):
         return float(np.mean(preds["extract"]))
 
-    # ---- validity: perplexity enters the gap as −ln perplexity (the mean token log-likelihood)
-    def task_score(self, value):
-        return -float(np.log(value))
-
+    # ---- validity: the gap in bits per byte (gap_metric; lower is better, so task_score is its negative)
     def task_rows(self, cols):
         return len(cols["test_row"])
 
     def task_value(self, preds, cols, idx):
-        """Token-weighted perplexity of held-out e-mails ``idx`` (None: all), from each e-mail's summed NLL and token
-        count; None for stages stored before those were (their gap's CI then resamples seeds)."""
-        if "test_nll" not in preds:
+        """Bits per byte of held-out e-mails ``idx`` (None: all), from each e-mail's summed NLL and scored bytes; None
+        for stages stored without them (their gap's CI then resamples seeds)."""
+        if "test_bytes" not in preds:
             return None
-        nll, n = (preds["test_nll"], preds["test_tokens"]) if idx is None else (preds["test_nll"][idx],
-                                                                                 preds["test_tokens"][idx])
-        return float(np.exp(nll.sum() / max(int(n.sum()), 1)))
+        nll, n = (preds["test_nll"], preds["test_bytes"]) if idx is None else (preds["test_nll"][idx],
+                                                                                preds["test_bytes"][idx])
+        return float(nll.sum() / np.log(2) / max(int(n.sum()), 1))
 
     def majority_rate(self, cols):
         return None

@@ -21,8 +21,8 @@ counted apart (``table1.py``).
 CIs are percentile intervals of a paired bootstrap over test rows (the same resampled rows for every model of a
 seed, metrics averaged over seeds), like the WTS-trust test; where a property cannot recompute its task metric from
 stored predictions (privacy stages stored before their per-e-mail test losses were), the seeds are resampled
-instead. Task metrics enter the gap as the property's ``task_score`` (accuracy as it is; perplexity as
-−ln perplexity, so a gap is in nats per token).
+instead. The gap compares the property's ``gap_metric`` (default: its task metric) through its ``task_score``
+(accuracy as it is; privacy's bits per byte negated, lower being better).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Evidence:
         self._idx: dict[tuple[int, str], np.ndarray] = {}
 
     def task_score(self, role: str, seed: int) -> float:
-        return self.prop.task_score(self.recs[(role, seed)]["metrics"][self.prop.task_metric])
+        return self.prop.task_score(self.recs[(role, seed)]["metrics"][gap_metric(self.prop)])
 
     def trust(self, role: str, seed: int) -> float:
         return float(self.recs[(role, seed)]["metrics"][self.prop.trust_metric])
@@ -130,8 +130,13 @@ def check(prop, records: list[dict[str, Any]], load_preds: Callable[[str], dict[
           load_meta: Callable[[str], dict[str, Any]], test_columns: Callable[[int], dict[str, np.ndarray]],
           collapsed: list[dict[str, Any]], min_gap: float, n_bootstrap: int) -> dict[str, Any]:
     """The ``validity`` section of summary.json (module docstring)."""
-    out: dict[str, Any] = {"min_gap": min_gap, "task_metric": prop.task_metric, "gap_units": prop.task_gap_units,
+    out: dict[str, Any] = {"min_gap": min_gap, "task_metric": gap_metric(prop), "gap_units": prop.task_gap_units,
                            "loss_drop": LOSS_DROP, "strategies": {}}
+    if any(gap_metric(prop) not in r["metrics"] for r in records):
+        out.update(valid=False, majority_rate={}, line=f"validity: not checked (the records hold no "
+                                                       f"{gap_metric(prop)}: made by an older w2strust; rerun the "
+                                                       f"run to measure the gap)")
+        return out
     collapsed_at = {(c["strategy"], c["role"], c["seed"]) for c in collapsed}
     weak_at = {(float(r["lambda_weak"]), r["seed"]): r for r in records if r["role"] == "weak"}
     cols: dict[int, dict[str, np.ndarray]] = {}
@@ -158,6 +163,11 @@ def check(prop, records: list[dict[str, Any]], load_preds: Callable[[str], dict[
     out["valid"] = bool(verdicts) and all(v["valid"] for v in verdicts)
     out["line"] = summary_line(out, prop.learn_fix, prop.gap_fix)
     return out
+
+
+def gap_metric(prop) -> str:
+    """The metric the capability gap and PGR compare (the property's ``gap_metric``, else its task metric)."""
+    return prop.gap_metric or prop.task_metric
 
 
 GAP_WEAK = "weak_at_ceiling_lambda"  # the weak model the gap compares with, where it is not the strategy's own
