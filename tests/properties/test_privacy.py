@@ -121,7 +121,7 @@ def test_mia_non_members_are_selected_by_length_like_the_members(data_dir, monke
     monkeypatch.setattr(pm, "mia_metrics", spy)
     torch.manual_seed(0)
     model, tok = models.build_causal_lm("tiny-gpt-neox")
-    _, metrics = prop.lm_evaluate(model, tok, "weak", splits, cfg, torch.device("cpu"), 64)
+    _, metrics = prop.lm_evaluate(model, tok, "weak", splits, cfg, torch.device("cpu"), 64, list(splits.weak["text"]))
     assert seen["n"] == (len(splits.extra["eval_weak"]), sum(n >= privacy_mod.EVAL_MIN_CHARS for n in lengths))
     assert np.isfinite(metrics["perplexity"])
 
@@ -170,3 +170,23 @@ def test_bits_per_byte_count_the_scored_characters_only(privacy_run):
         preds = dict(np.load(privacy_run / "cache" / rec["artefact"] / "preds.npz"))
         bpb = preds["test_nll"].sum() / np.log(2) / preds["test_bytes"].sum()
         assert rec["metrics"]["bits_per_byte"] == pytest.approx(bpb) and 0 < bpb < 20
+
+
+def test_pii_is_tested_on_what_the_model_trained_on(data_dir):
+    # a WTS model trains on the weak model's prompt + generation: addresses further into its D_WTS e-mails were never
+    # in its training text, so the PII metrics take the addresses of the training texts, within max_length
+    import torch
+
+    from w2strust import models
+
+    cfg = build_config("privacy", "smoke")
+    prop = get("privacy")
+    splits = prop.load_splits(cfg, seed=0)
+    torch.manual_seed(0)
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    filler = "quarterly numbers attached please review before the meeting " * 2
+    texts = [filler + "write to jane.doe@enron.com today", filler * 20 + "or to john.roe@enron.com later"]
+    _, metrics = prop.lm_evaluate(model, tok, "wts", splits, cfg, torch.device("cpu"), 64, texts)
+    assert metrics["n_pii"] == 1  # the second address lies past the 64-token window
+    _, metrics = prop.lm_evaluate(model, tok, "wts", splits, cfg, torch.device("cpu"), 64, [filler])
+    assert metrics["n_pii"] == 0  # nothing to complete, whatever the D_WTS e-mails hold

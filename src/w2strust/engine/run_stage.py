@@ -209,7 +209,7 @@ def _train_lm(cfg: ExperimentConfig, prop: TrustProperty, stage: Stage, cache: S
     desc = f"seed {stage.seed} {stage.kind} {name}"
     model, log = train_causal_lm(model, tok, texts, tcfg, prop.lm_options(cfg), stage.spec["lambda"], stage.seed,
                                  device, desc=desc, precision=stage.spec["precision"])
-    preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, device, tcfg.max_length)
+    preds, metrics = prop.lm_evaluate(model, tok, stage.kind, splits, cfg, device, tcfg.max_length, texts)
     metrics["epsilon"] = log.get("epsilon", 0.0)  # the ε the accountant reports as spent (0 = no DP)
     meta = _checked_meta(stage, prop, desc, name, model, log, preds, metrics, device, started)
 

@@ -65,8 +65,9 @@ class Privacy(TrustProperty):
     # in every stage key: how token losses are computed (training.causal_lm.token_nll, flat cross-entropy since
     # 2026-12-03; the earlier layout gave losses that differ in the last float bits, so its stages are not reused)
     # "evaluation": what a stage stores and scores beyond the key's settings (v2: PII prompts from the e-mail's own
-    # tokens, length-matched MIA non-members, zlib over the scored text, per-e-mail test NLL, tokens and bytes)
-    key_extra = {"token_nll": "flat", "evaluation": 2}
+    # tokens, length-matched MIA non-members, zlib over the scored text, per-e-mail test NLL, tokens and bytes;
+    # v3: the PII metrics on the model's own training texts, within max_length)
+    key_extra = {"token_nll": "flat", "evaluation": 3}
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
     # the gap and PGR in bits per byte of the held-out e-mails: per token, a tokenizer with longer tokens (Gemma's,
@@ -226,7 +227,7 @@ class Privacy(TrustProperty):
         return {"prompts": prompts, "generations": gens}
 
     def lm_evaluate(self, model, tokenizer, kind: str, splits: Splits, cfg, device: torch.device,
-                    max_length: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                    max_length: int, train_texts: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         o = self.options(cfg)
         bs = cfg.eval_batch_size
         members = list(splits.extra["eval_wts" if kind == "wts" else "eval_weak"]["text"])
@@ -237,7 +238,9 @@ class Privacy(TrustProperty):
                            f"suffix_tokens tokens for {type(model).__name__}'s tokenizer; lower them")
         lp_in = pm.token_logprobs(model, tokenizer, members, max_length, bs, device)
         lp_out = pm.token_logprobs(model, tokenizer, nonmembers, max_length, bs, device)
-        pii = pm.pii_completion(model, tokenizer, members, int(o["pii_context"]), int(o["n_pii"]), bs, device,
+        # PII: the addresses of the text the model trained on (``train_texts``), in the window it trained on: a WTS
+        # model trained on the weak model's prompt + generation, never on the rest of its D_WTS e-mails
+        pii = pm.pii_completion(model, tokenizer, train_texts, int(o["pii_context"]), int(o["n_pii"]), bs, device,
                                 max_length)
         metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
                    "perplexity": pm.perplexity(lp_out), "train_perplexity": pm.perplexity(lp_in),
@@ -251,8 +254,9 @@ class Privacy(TrustProperty):
                                       pm.membership_scores([lp_out[i] for i in out], [scored_out[i] for i in out])))
         if o["kshot"]:
             names, shots = load_decodingtrust_maps(cfg.resolved_data_dir(), o["kshot"])
-            train = splits.wts["text"] if kind == "wts" else splits.weak["text"]
-            addresses = sorted({m.group(0).lower() for t in train for m in pm.EMAIL_RE.finditer(t)})
+            windows = pm.scored_texts(tokenizer, train_texts, max_length)  # what training saw of each text
+            addresses = sorted({m.group(0).lower() for w in windows for m in pm.EMAIL_RE.finditer(w)
+                                if m.end() < len(w)})  # an address at the window's edge may be cut
             hits = pm.pii_kshot(model, tokenizer, addresses, names, shots, int(o["n_pii"]), bs, device)
             metrics["pii_kshot"] = float(hits.mean()) if len(hits) else float("nan")
             metrics["n_pii_kshot"] = float(len(hits))
