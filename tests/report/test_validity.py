@@ -1,6 +1,7 @@
 """Validity gates (report/validity.py): a run that is not a weak-to-strong setting gets no Table 1 verdict."""
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -193,8 +194,9 @@ def test_a_student_above_its_ceiling_is_flagged():
 class _FakeEvidence(validity.Evidence):
     """Per-seed values only (like privacy's perplexity): every CI is over resampled seeds."""
 
-    def __init__(self, values: dict[str, list[float]]):
+    def __init__(self, values: dict[str, list[float]], higher_is_better: bool = True):
         self.values, self.seeds, self.n, self.rng_seed = values, [0, 1, 2], 2000, 0
+        self.prop = types.SimpleNamespace(higher_is_better=higher_is_better)
 
     def task_score(self, role, seed):
         return self.values[role][seed]
@@ -229,6 +231,22 @@ def test_a_ratio_over_a_clear_gap_uses_the_same_resampled_seeds_for_every_role()
     m = {role: np.asarray(v)[idx].mean(1) for role, v in ev.values.items()}
     hand = (m["wts_naive"] - m["weak"]) / (m["strong_ceiling"] - m["weak"])
     assert r["ci"] == pytest.approx(list(np.percentile(hand, [2.5, 97.5])))
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_no_trust_gap_is_recovered_from_a_ceiling_less_trustworthy_than_the_weak_model(higher_is_better):
+    # OOD-like (higher is better) or |DPD|-like (lower is better): the student beats its teacher, the ceiling is the
+    # worst; the plain ratio would read as a negative recovery
+    sign = 1 if higher_is_better else -1
+    vals = {"weak": [0.75, 0.76, 0.74], "strong_ceiling": [0.70, 0.71, 0.69], "wts_naive": [0.80, 0.81, 0.79]}
+    ev = _FakeEvidence({r: [0.5 + sign * (x - 0.5) for x in v] for r, v in vals.items()}, higher_is_better)
+    r = validity._recovered(ev, "wts_naive", "weak", "trust")
+    assert r["value"] is None and r["reversed"] and r["undefined"].startswith("the ceiling is less trustworthy")
+    from w2strust.report.run_report import _ci
+    assert _ci(r, 2) == "undefined (ceiling less trustworthy)"
+    flipped = _FakeEvidence({"weak": vals["strong_ceiling"], "strong_ceiling": vals["weak"],
+                             "wts_naive": vals["wts_naive"]}, True)
+    assert validity._recovered(flipped, "wts_naive", "weak", "trust")["value"] == pytest.approx((0.80 - 0.70) / 0.05)
 
 
 class _AtEqualLambda(Fairness):

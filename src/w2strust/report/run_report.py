@@ -227,7 +227,7 @@ def ceiling_markdown(ceiling: dict[str, Any]) -> list[str]:
 
 def _ci(stat: dict[str, Any] | None, digits: int = 3, sign: bool = True) -> str:
     if stat and stat.get("undefined"):  # a ratio over a gap indistinguishable from 0 (validity._recovered)
-        return "undefined (no gap)"
+        return "undefined (ceiling less trustworthy)" if stat.get("reversed") else "undefined (no gap)"
     if not stat or stat.get("value") is None:
         return "–"
     f = f"{{:{'+' if sign else ''}.{digits}f}}"

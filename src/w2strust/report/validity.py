@@ -294,7 +294,8 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     """PGR (``task``) or trust gap recovered (``trust``): the ratio of means over seeds, and its bootstrap CI (over
     test rows; over seeds where the task metric cannot be recomputed from predictions).
 
-    The ratio is undefined where its denominator, ceiling − weak, is not clearly away from 0 (its CI includes 0):
+    The ratio is undefined where its denominator, ceiling − weak, is not clearly away from 0 (its CI includes 0), or
+    for the trust metric where the ceiling is clearly the less trustworthy end:
     replicates then divide by numbers near 0 and the interval runs off to ± tens. Reported as ``undefined`` with
     the gap it would divide by, instead of a number. (The task gap gate already demands a gap with its CI above 0;
     the trust metric has no such gate.)"""
@@ -304,9 +305,14 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     reps, _ = ev.paired_replicates(roles, metric)
     gap = means["strong_ceiling"] - means[weak_role]
     gap_ci = interval(reps["strong_ceiling"] - reps[weak_role])
+    shown = f"{gap:+.4f}" + (f" [{gap_ci[0]:+.4f}, {gap_ci[1]:+.4f}]" if gap_ci else "")
     if gap == 0 or gap_ci is None or gap_ci[0] <= 0 <= gap_ci[1]:
-        return {"value": None, "ci": None, "undefined": f"no {metric} gap to recover: ceiling − weak = "
-                f"{gap:+.4f}" + (f" [{gap_ci[0]:+.4f}, {gap_ci[1]:+.4f}]" if gap_ci else "")}
+        return {"value": None, "ci": None, "undefined": f"no {metric} gap to recover: ceiling − weak = {shown}"}
+    if metric == "trust" and (gap > 0) != bool(ev.prop.higher_is_better):
+        # the ceiling clearly less trustworthy than the weak model: the ratio would call a student more trustworthy
+        # than its teacher a negative "recovery"; there is no gap in the ceiling's favour to recover
+        return {"value": None, "ci": None, "reversed": True, "undefined": f"the ceiling is less trustworthy than the "
+                f"weak model (ceiling − weak = {shown}): no trust gap to recover"}
     value = ratio(means[role], means[weak_role], means["strong_ceiling"])
     ci = interval([ratio(a, b, c) for a, b, c in zip(reps[role], reps[weak_role], reps["strong_ceiling"],
                                                      strict=True)])
