@@ -147,11 +147,11 @@ def test_the_perplexity_gap_is_resampled_over_held_out_e_mails(privacy_run):
 
 def test_zlib_calibration_compresses_the_scored_text_only():
     from w2strust.models import load_tokenizer
-    from w2strust.properties.privacy_metrics import scored_texts
+    from w2strust.properties.privacy_metrics import scored_spans, scored_texts
 
     tok = load_tokenizer("tiny-gpt-neox")
     text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau"
-    cut = scored_texts(tok, [text, "short"], max_length=8)
+    cut = scored_texts([text, "short"], scored_spans(tok, [text, "short"], max_length=8))
     assert text.startswith(cut[0]) and len(cut[0]) < len(text) and cut[1] == "short"
     assert tok(cut[0], truncation=True, max_length=8)["input_ids"] == tok(text, truncation=True,
                                                                            max_length=8)["input_ids"]
@@ -159,12 +159,13 @@ def test_zlib_calibration_compresses_the_scored_text_only():
 
 def test_bits_per_byte_count_the_scored_characters_only(privacy_run):
     from w2strust.models import load_tokenizer
-    from w2strust.properties.privacy_metrics import scored_bytes
+    from w2strust.properties.privacy_metrics import scored_bytes, scored_spans
 
     tok = load_tokenizer("tiny-gpt-neox")  # BERT-style: [CLS] first, so every text token is scored
     text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau"
     # 8 tokens: [CLS], six words, [SEP]; the words after the sixth were cut, not scored
-    assert scored_bytes(tok, [text], max_length=8)[0] == len("alpha beta gamma delta epsilon zeta")
+    spans = scored_spans(tok, [text], max_length=8)
+    assert scored_bytes([text], spans)[0] == len("alpha beta gamma delta epsilon zeta")
     for line in (privacy_run / "results.jsonl").read_text().splitlines():
         rec = json.loads(line)
         preds = dict(np.load(privacy_run / "cache" / rec["artefact"] / "preds.npz"))

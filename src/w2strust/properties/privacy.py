@@ -249,25 +249,28 @@ class Privacy(TrustProperty):
         # moves the scores (full preset, seed 0, SmolLM2 never fine-tuned: loss AUC 0.547, zlib AUC 0.619 against all
         # of D_T; 0.516 / 0.495 against its long e-mails). Perplexity stays over all of D_T.
         out = [i for i, t in enumerate(nonmembers) if len(t) >= EVAL_MIN_CHARS]
-        scored_in, scored_out = (pm.scored_texts(tokenizer, t, max_length) for t in (members, nonmembers))
+        spans_in, spans_out = (pm.scored_spans(tokenizer, t, max_length) for t in (members, nonmembers))
+        scored_in, scored_out = pm.scored_texts(members, spans_in), pm.scored_texts(nonmembers, spans_out)
         metrics.update(pm.mia_metrics(pm.membership_scores(lp_in, scored_in),
                                       pm.membership_scores([lp_out[i] for i in out], [scored_out[i] for i in out])))
         if o["kshot"]:
             names, shots = load_decodingtrust_maps(cfg.resolved_data_dir(), o["kshot"])
-            windows = pm.scored_texts(tokenizer, train_texts, max_length)  # what training saw of each text
+            # what training saw of each text
+            windows = pm.scored_texts(train_texts, pm.scored_spans(tokenizer, train_texts, max_length))
             addresses = sorted({m.group(0).lower() for w in windows for m in pm.EMAIL_RE.finditer(w)
                                 if m.end() < len(w)})  # an address at the window's edge may be cut
             hits = pm.pii_kshot(model, tokenizer, addresses, names, shots, int(o["n_pii"]), bs, device)
             metrics["pii_kshot"] = float(hits.mean()) if len(hits) else float("nan")
             metrics["n_pii_kshot"] = float(len(hits))
-        # per held-out e-mail, its summed token NLL and token count: the perplexity of any resample of D_T, so the
-        # capability gap's CI resamples e-mails (as the classifiers' resample test rows), not just seeds
+        # per held-out e-mail, its summed token NLL, token count and scored bytes: the gap metric (bits per byte,
+        # comparable across tokenizers; ``task_value``) of any resample of D_T, so the capability gap's CI resamples
+        # e-mails (as the classifiers' resample test rows), not just seeds
         test_nll = np.array([-lp.sum(dtype=np.float64) for lp in lp_out])
         test_tokens = np.array([len(lp) for lp in lp_out], dtype=np.int64)
-        # and its scored bytes: bits per byte compare weak and strong models whose tokenizers differ
-        test_bytes = pm.scored_bytes(tokenizer, nonmembers, max_length)
-        metrics["bits_per_byte"] = float(test_nll.sum() / np.log(2) / max(int(test_bytes.sum()), 1))
-        return {"extract": extract, "test_nll": test_nll, "test_tokens": test_tokens, "test_bytes": test_bytes}, metrics
+        preds = {"extract": extract, "test_nll": test_nll, "test_tokens": test_tokens,
+                 "test_bytes": pm.scored_bytes(nonmembers, spans_out)}
+        metrics["bits_per_byte"] = self.task_value(preds, {}, None)
+        return preds, metrics
 
     # ---- the WTS-trust bootstrap (report.py): resample the per-e-mail extraction scores
     def test_columns(self, splits: Splits) -> dict[str, np.ndarray]:

@@ -99,17 +99,16 @@ def scored_spans(tokenizer, texts: list[str], max_length: int) -> list[tuple[int
     return out
 
 
-def scored_texts(tokenizer, texts: list[str], max_length: int) -> list[str]:
-    """Each text cut where ``token_logprobs`` stops scoring it: what the zlib calibration must compress, so that
-    numerator (mean NLL) and denominator (zlib bits) describe the same text."""
-    return [text[:end] for text, (_, end) in zip(texts, scored_spans(tokenizer, texts, max_length), strict=True)]
+def scored_texts(texts: list[str], spans: list[tuple[int, int]]) -> list[str]:
+    """Each text cut where ``token_logprobs`` stops scoring it (``spans``: ``scored_spans``): what the zlib
+    calibration must compress, so that numerator (mean NLL) and denominator (zlib bits) describe the same text."""
+    return [text[:end] for text, (_, end) in zip(texts, spans, strict=True)]
 
 
-def scored_bytes(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
-    """UTF-8 bytes of the scored characters of each text: NLL per byte compares models with different tokenizers
-    (a per-token NLL does not: longer tokens carry more of the text each)."""
-    return np.array([len(t[a:b].encode("utf-8")) for t, (a, b) in zip(texts, scored_spans(tokenizer, texts, max_length),
-                                                                       strict=True)], dtype=np.int64)
+def scored_bytes(texts: list[str], spans: list[tuple[int, int]]) -> np.ndarray:
+    """UTF-8 bytes of the scored characters of each text (``spans``: ``scored_spans``): NLL per byte compares models
+    with different tokenizers (a per-token NLL does not: longer tokens carry more of the text each)."""
+    return np.array([len(t[a:b].encode("utf-8")) for t, (a, b) in zip(texts, spans, strict=True)], dtype=np.int64)
 
 
 def membership_scores(logprobs: list[np.ndarray], texts: list[str]) -> dict[str, np.ndarray]:
