@@ -198,13 +198,13 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
         per_seed = {s: ev.task_score("strong_ceiling", s) - ev.task_score(weak_role, s) for s in seeds}
         reps, over = ev.paired_replicates(("strong_ceiling", weak_role), "task")
         gap_ci = interval(reps["strong_ceiling"] - reps[weak_role])
-        gap_ok = all(v >= min_gap - GAP_TOL for v in per_seed.values()) and gap_ci is not None and gap_ci[0] > 0
+        worst = min(per_seed.values())
+        gap_ok = worst >= min_gap - GAP_TOL and gap_ci is not None and gap_ci[0] > 0
         res["gap"] = {"passes": gap_ok, "per_seed": {str(s): v for s, v in per_seed.items()},
                       **_stat(np.mean(list(per_seed.values())), gap_ci),
                       "ci_over": over,
                       "weak_lambda": float(ev.recs[(weak_role, seeds[0])]["lambda_weak"])}
         if not gap_ok:
-            worst = min(per_seed.values())
             reasons.append(f"ceiling − weak gap {worst:+.3f} < min_gap {min_gap:g}" if worst < min_gap - GAP_TOL
                            else f"the gap's CI {gap_ci[0]:+.3f}..{gap_ci[1]:+.3f} includes 0" if gap_ci
                            else "the gap has no CI")
@@ -294,11 +294,11 @@ def _recovered(ev: Evidence, role: str, weak_role: str, metric: str) -> dict[str
     """PGR (``task``) or trust gap recovered (``trust``): the ratio of means over seeds, and its bootstrap CI (over
     test rows; over seeds where the task metric cannot be recomputed from predictions).
 
-    The ratio is undefined where its denominator, ceiling − weak, is not clearly away from 0 (its CI includes 0), or
-    for the trust metric where the ceiling is clearly the less trustworthy end:
-    replicates then divide by numbers near 0 and the interval runs off to ± tens. Reported as ``undefined`` with
-    the gap it would divide by, instead of a number. (The task gap gate already demands a gap with its CI above 0;
-    the trust metric has no such gate.)"""
+    The ratio is undefined where its denominator, ceiling − weak, is not clearly away from 0 (its CI includes 0):
+    replicates then divide by numbers near 0 and the interval runs off to ± tens. It is undefined too, for the trust
+    metric, where the ceiling is clearly the less trustworthy end (no gap in its favour to recover). Either is
+    reported as ``undefined`` with the gap it would divide by, instead of a number. (The task gap gate already
+    demands a gap with its CI above 0; the trust metric has no such gate.)"""
     roles = (role, weak_role, "strong_ceiling")
     value_of = ev.task_score if metric == "task" else ev.trust
     means = {r: float(np.mean([value_of(r, s) for s in ev.seeds])) for r in roles}
