@@ -68,12 +68,18 @@ def _read_config(source: str, name: str):
         raise W2SError(f"cannot read the config of model '{name}': {str(e).splitlines()[0]}") from e
 
 
-def _cached_hub_arch(hub_id: str) -> str:
-    """The architecture of a Hub model whose config is in the local HF cache; "" if it is not (no network here)."""
+def _cached_config(hub_id: str) -> Path | None:
+    """The config.json of a Hub model's snapshot in the local HF cache (default branch), or None (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
     path = try_to_load_from_cache(hub_id, "config.json")
-    return arch_of(_read_config(str(Path(path).parent), hub_id).model_type) if isinstance(path, str) else ""
+    return Path(path) if isinstance(path, str) else None
+
+
+def _cached_hub_arch(hub_id: str) -> str:
+    """The architecture of a Hub model whose config is in the local HF cache; "" if it is not (no network here)."""
+    path = _cached_config(hub_id)
+    return arch_of(_read_config(str(path.parent), hub_id).model_type) if path else ""
 
 
 # ---------------------------------------------------------------- architectures (transformers' auto mappings)
@@ -237,10 +243,8 @@ def hub_revision(hub_id: str) -> str | None:
 
 def _cached_revision(hub_id: str) -> str | None:
     """The commit of the snapshot the local HF cache serves for the default branch (.../snapshots/<commit>/)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(hub_id, "config.json")
-    return Path(cached).parent.name if isinstance(cached, str) else None
+    path = _cached_config(hub_id)
+    return path.parent.name if path else None
 
 
 def provenance(name: str, revision: str | None = None) -> dict:
@@ -266,9 +270,7 @@ def _offline() -> bool:
 
 
 def _hub_cached(hub_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    return _cached_config(hub_id) is not None
 
 
 def _hub_check(hub_id: str, name: str) -> None:
