@@ -105,3 +105,62 @@ def test_minilm_cut_is_derived_from_materialised_minilm_l3_alone(tmp_path, monke
     assert sorted(got) == sorted(kept)
     assert all(torch.equal(got[k], full[k]) for k in got)
     assert json.loads((cut / "w2strust.json").read_text())["name"] == "minilm-l1"
+
+
+def test_pinned_bundled_versions_are_the_requirements_pins():
+    """The versions a bundled model's name-only stage key stands for are the ones setup installs."""
+    lines = (Path(__file__).resolve().parents[2] / "requirements-models.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
+    assert models.bundled.PINNED_VERSIONS == pins
+
+
+def _bundled_folder(cache: Path, name: str, versions) -> Path:
+    folder = cache / "models" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "w2strust.json").write_text(json.dumps({"name": name, "licence": "", "packages": versions}))
+    return folder
+
+
+def test_bundled_stage_key_names_other_package_versions(tmp_path, monkeypatch):
+    """Weights from other package versions than the pinned ones get other stage keys (never the pinned weights'
+    cached stages); the pinned versions keep the name alone, so existing caches stay valid."""
+    monkeypatch.setenv("W2STRUST_CACHE", str(tmp_path))
+    pinned = {p: models.bundled.PINNED_VERSIONS[p] for p in models.get_spec("minilm-l6").packages}
+    monkeypatch.setattr(models.resolve, "_installed_versions", lambda spec: dict(pinned))
+    assert models.stage_id("minilm-l6") == "minilm-l6"
+    monkeypatch.setattr(models.resolve, "_installed_versions", lambda spec: {p: "9.9.9" for p in pinned})
+    other = models.stage_id("minilm-l6")
+    assert other.startswith("minilm-l6@packages-") and other != "minilm-l6"
+    # a machine given the materialised folders without their packages keys them by the versions the folders record
+    monkeypatch.setattr(models.resolve, "_installed_versions", lambda spec: None)
+    _bundled_folder(tmp_path, "minilm-l6", pinned)
+    assert models.stage_id("minilm-l6") == "minilm-l6"
+    assert models.provenance("minilm-l6")["packages"] == pinned
+    l3 = {p: models.bundled.PINNED_VERSIONS[p] for p in models.get_spec("minilm-l3").packages}
+    _bundled_folder(tmp_path, "minilm-l3", {p: "0.0.0" for p in l3})
+    assert models.stage_id("minilm-l1") != "minilm-l1"  # not materialised: its base's record decides
+
+
+def test_bundled_folder_from_other_package_versions_is_materialised_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("W2STRUST_CACHE", str(tmp_path))
+    spec = models.get_spec("minilm-l6")
+    pinned = {p: models.bundled.PINNED_VERSIONS[p] for p in spec.packages}
+    folder = _bundled_folder(tmp_path, "minilm-l6", {p: "0.0.9" for p in pinned})
+    made = []
+    monkeypatch.setitem(models.MODELS._entries, "minilm-l6", models.ModelSpec(
+        spec.name, spec.source, spec.arch, spec.params, packages=spec.packages,
+        materialise=lambda dest: made.append((dest / "config.json").write_text('{"rebuilt": 1}'))))
+    monkeypatch.setattr(models.resolve, "_installed_versions", lambda spec: dict(pinned))
+    assert "other package versions" in models.availability("minilm-l6")
+    assert models.model_path("minilm-l6") == str(folder) and len(made) == 1
+    assert json.loads((folder / "config.json").read_text()) == {"rebuilt": 1}
+    assert json.loads((folder / "w2strust.json").read_text())["packages"] == pinned
+    assert models.availability("minilm-l6") == "ready (materialised)"
+    models.model_path("minilm-l6")
+    assert len(made) == 1  # now current: not rebuilt again
+    # without the packages the folder is used as it is, whatever it records
+    monkeypatch.setattr(models.resolve, "_installed_versions", lambda spec: None)
+    (folder / "w2strust.json").write_text(json.dumps({"packages": {p: "0.0.9" for p in pinned}}))
+    models.model_path("minilm-l6")
+    assert len(made) == 1

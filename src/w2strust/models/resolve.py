@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import W2SError
+from .bundled import PINNED_VERSIONS
 from .specs import MODELS, ModelSpec, cache_root
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells repository ids
@@ -212,8 +213,39 @@ def stage_id(name: str) -> str:
     spec = get_spec(name)
     if spec.source == "local":
         return f"local-sha256:{folder_sha256(spec.path)}"
+    if spec.source == "bundled":
+        versions = bundled_versions(name)
+        if versions == {p: PINNED_VERSIONS.get(p) for p in spec.packages}:
+            return spec.name
+        blob = json.dumps(versions, sort_keys=True).encode()
+        return f"{spec.name}@packages-{hashlib.sha256(blob).hexdigest()[:12]}"
     rev = hub_revision(spec.hub_id) if spec.source == "hub" else None
     return f"{spec.name}@{rev}" if rev else spec.name
+
+
+def bundled_versions(name: str) -> dict[str, str] | None:
+    """The package versions a bundled model's weights come from: the installed packages' (``model_path`` rebuilds a
+    folder materialised from other versions), else, on a machine given the materialised folder without its packages
+    (scripts/offline-bundle.sh), the versions that folder records; None where neither is known."""
+    spec = get_spec(name)
+    installed = _installed_versions(spec)
+    if installed is not None:
+        return installed
+    folder = cache_root() / "models"
+    return _recorded_versions(folder / name) or (_recorded_versions(folder / spec.base) if spec.base else None)
+
+
+def _installed_versions(spec: ModelSpec) -> dict[str, str] | None:
+    if not all(_installed(p) for p in spec.packages):
+        return None
+    return {p: md.version(p) for p in spec.packages}
+
+
+def _recorded_versions(folder: Path) -> dict[str, str] | None:
+    try:
+        return json.loads((folder / "w2strust.json").read_text())["packages"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def planned_revision(model_id: str) -> str | None:
@@ -256,7 +288,7 @@ def provenance(name: str, revision: str | None = None) -> dict:
     elif spec.source == "hub":
         out.update(hub_id=spec.hub_id, revision=revision or _cached_revision(spec.hub_id) or "unknown")
     elif spec.source == "bundled":
-        out.update(packages={p: md.version(p) for p in spec.packages if _installed(p)})
+        out.update(packages=bundled_versions(name) or "unknown")
     return out
 
 
@@ -308,7 +340,11 @@ def availability(name: str) -> str:
         if _hub_cached(spec.hub_id):
             return "ready (HF cache)"
         return "missing: offline (HF_HUB_OFFLINE)" if _offline() else "downloaded on first use"
-    if (cache_root() / "models" / name / "config.json").exists():
+    folder = cache_root() / "models" / name
+    installed = _installed_versions(spec)
+    if (folder / "config.json").exists():
+        if installed is not None and _recorded_versions(folder) != installed:
+            return "installed (materialised again on first use: the folder is from other package versions)"
         return "ready (materialised)"
     if spec.base and (cache_root() / "models" / spec.base / "config.json").exists():
         return f"ready (cut from {spec.base})"
@@ -335,14 +371,20 @@ def model_path(name: str) -> str:
         return spec.hub_id
     if spec.source == "bundled":
         dest = cache_root() / "models" / name
-        if not (dest / "config.json").exists():
+        installed = _installed_versions(spec)
+        # A folder materialised from other package versions (an upgrade, or one written before folders recorded
+        # them) is rebuilt: its weights are not the installed packages'. Without the packages, the folder is used.
+        stale = installed is not None and _recorded_versions(dest) != installed
+        if stale or not (dest / "config.json").exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
             try:
                 if spec.base:  # a model derived from another bundled one (minilm-l1 from minilm-l3): start from it
                     shutil.copytree(model_path(spec.base), tmp, dirs_exist_ok=True)
                 spec.materialise(tmp)  # type: ignore[misc]
-                (tmp / "w2strust.json").write_text(json.dumps({"name": name, "licence": spec.licence}))
+                versions = installed or (_recorded_versions(cache_root() / "models" / spec.base) if spec.base else None)
+                (tmp / "w2strust.json").write_text(json.dumps({"name": name, "licence": spec.licence,
+                                                               "packages": versions}))
                 if dest.exists():
                     shutil.rmtree(dest)
                 os.replace(tmp, dest)  # atomic: a killed materialisation leaves no half folder
