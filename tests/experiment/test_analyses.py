@@ -192,3 +192,22 @@ def test_shipped_analyses_study_draws_every_figure(tmp_path):
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0  # a study folder: rebuilt from its run folders alone
     assert (out / "report.md").read_text() == report
+
+
+def test_a_bootstrap_p_of_zero_reads_below_its_resolution(tmp_path):
+    """No resample against a comparison is p < 1/resamples (0.002 at the default 500), not "p = 0.000"."""
+    from w2strust.report.results import fmt_p
+
+    assert fmt_p(0.0, 500) == "p < 0.002" and fmt_p(0.0, 1000) == "p < 0.001" and fmt_p(0.25, 500) == "p = 0.250"
+    fair = _summary(tmp_path / "fairness", "fairness", {"no_tft": True, "weak_tft": False, "weak_wts_tft": False})
+    summary = json.loads((fair / "summary.json").read_text())
+    cell = summary["wts_trust"]["no_tft"]
+    cell["resamples"] = 500
+    for c in cell["comparisons"]:
+        c["p_value"] = 0.0
+    (fair / "summary.json").write_text(json.dumps(summary))
+    text = write_study_table([fair], tmp_path)
+    assert "p<0.002" in text and "p=0.000" not in text
+    why = next(c["why"] for c in json.loads((tmp_path / "table1.json").read_text())["cells"]
+               if c["strategy"] == "no_tft")
+    assert "p < 0.002" in why

@@ -151,6 +151,7 @@ def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_column
             for i, c in enumerate(checks):
                 c["p_value"] = float(1.0 - np.mean(diffs[i]))
             result["significant"] = all(c["holds"] and c["p_value"] < 0.05 for c in checks)
+            result["resamples"] = n_bootstrap
             result["test"] = (f"one-sided paired bootstrap over test rows ({n_bootstrap} resamples, {metric} "
                               f"averaged over {len(seeds)} seed(s)); p < 0.05 for all {len(pairs)} comparisons")
         else:
@@ -158,6 +159,14 @@ def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_column
             result["test"] = "not run (n_bootstrap = 0 or predictions missing)"
         out[strategy] = result
     return out
+
+
+def fmt_p(p: float, resamples: int | None = None) -> str:
+    """A bootstrap p-value for a report. 0 means no resample went the other way: p is below the test's resolution
+    (1 / resamples, 0.002 at the default 500), not zero, so it reads "p < 0.002"."""
+    if p == 0 and resamples:
+        return f"p < {1 / resamples:.2g}"
+    return f"p = {p:.3f}"
 
 
 def fmt(stat: dict[str, float] | None, digits: int = 3) -> str:

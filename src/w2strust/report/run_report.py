@@ -17,7 +17,7 @@ from ..config.schema import load_yaml
 from ..errors import W2SError
 from ..io import artefact_problem, atomic_write_json, atomic_write_text, dumps_strict, save_figure
 from . import validity
-from .results import collapsed_models, fmt, load_results, summarise, wts_trust
+from .results import collapsed_models, fmt, fmt_p, load_results, summarise, wts_trust
 from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot, strategies_in
 from .tradeoff import tradeoff_figure
 from .training_curves import curves_figure
@@ -186,7 +186,8 @@ def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, 
         lines += ["", f"Test: {next(iter(trust.values()))['test']}.", ""]
         for s, t in trust.items():
             ps = ", ".join(f"{c['less']}→{c['more']} {'✓' if c['holds'] else '×'}"
-                           + (f" (p={c['p_value']:.3f})" if "p_value" in c else "") for c in t["comparisons"])
+                           + (f" ({fmt_p(c['p_value'], t.get('resamples'))})" if "p_value" in c else "")
+                           for c in t["comparisons"])
             lines.append(f"- {STRATEGY_LABELS[s]}: {ps}")
     if collapsed:
         lines += ["", "**Warning: collapsed models.** These predict a single class on every test row, so their trust "

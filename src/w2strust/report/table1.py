@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config.schema import STRATEGIES
 from ..io import atomic_write_json, atomic_write_text
-from .results import load_results
+from .results import fmt_p, load_results
 from .style import ROLE_LABELS, STRATEGY_LABELS
 
 # The paper's Table 1 (Pythia 14M -> 410M): does WTS trustworthiness hold? (paper §4.1, shared/PAPER.md)
@@ -31,8 +31,8 @@ def _firm(t: dict[str, Any]) -> bool:
     return any(c["p_value"] > 1 - FIRM_P and t["means"][c["less"]] != t["means"][c["more"]] for c in comps)
 
 
-def _side(c: dict[str, Any], means: dict[str, float]) -> str:
-    p = f", p = {c['p_value']:.3f}" if "p_value" in c else ""
+def _side(c: dict[str, Any], means: dict[str, float], resamples: int | None = None) -> str:
+    p = f", {fmt_p(c['p_value'], resamples)}" if "p_value" in c else ""
     return (f"{ROLE_LABELS[c['more']]} {means[c['more']]:.3f} vs {ROLE_LABELS[c['less']]} "
             f"{means[c['less']]:.3f}{p}")
 
@@ -44,7 +44,7 @@ def disagreement(prop: str, strategy: str, t: dict[str, Any], paper: bool, colla
     if paper:  # the paper finds WTS trust; here at least one comparison fails
         fails = [c for c in t["comparisons"] if not c["holds"]]
         why = "; ".join(f"{ROLE_LABELS[c['more']]} is not more trustworthy than {ROLE_LABELS[c['less']]} "
-                        f"({_side(c, means)})" for c in fails)
+                        f"({_side(c, means, t.get('resamples'))})" for c in fails)
         text = f"the paper finds WTS trust; here {len(fails)} of {len(t['comparisons'])} comparisons fail ({metric}, " \
                f"{better} is better): {why}"
     else:  # here every comparison holds on the means
@@ -52,7 +52,7 @@ def disagreement(prop: str, strategy: str, t: dict[str, Any], paper: bool, colla
         _, weakest = min(margins, key=lambda m: m[0])
         firm = "all significant" if t.get("significant") else "not all significant, so it may be noise"
         text = f"the paper finds no WTS trust; here all {len(t['comparisons'])} comparisons hold on the means " \
-               f"({firm}); the smallest margin is {_side(weakest, means)}"
+               f"({firm}); the smallest margin is {_side(weakest, means, t.get('resamples'))}"
     mine = [c for c in collapsed if c["strategy"] == strategy]
     if mine:
         text += "; collapsed (one-class) models: " + ", ".join(f"{ROLE_LABELS[c['role']]} seed {c['seed']}"
@@ -115,7 +115,8 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
                          ("wts_aux", "strong_ceiling")):
                 c = by_pair.get(pair)
                 pcells.append("–" if not c else ("✓" if c["holds"] else "×")
-                              + (f" p={c['p_value']:.3f}" if "p_value" in c else ""))
+                              + (" " + fmt_p(c["p_value"], t.get("resamples")).replace(" ", "")
+                                 if "p_value" in c else ""))
             cell = {"property": prop, "run": column, "strategy": strategy, "here": t["holds"], "paper": paper,
                     "agrees": agree, "firm": _firm(t), "significant": t.get("significant"),
                     "comparisons": t["comparisons"], "means": t["means"], "valid": not why_not}
