@@ -44,3 +44,15 @@ def test_fast_bootstrap_dpd_equals_fairlearn():
     cols = {"label": rng.integers(0, 2, 500), "group": rng.integers(0, 2, 500)}
     prop = Fairness()
     assert prop.trust_value(preds, cols) == pytest.approx(prop.metrics(preds, cols)["dpd"], abs=1e-12)
+
+
+def test_bootstrap_task_accuracy_predicts_as_the_metrics_do():
+    """A probability of exactly 0.5 is class 1 in the reported accuracy and DPD; the bootstrap's task accuracy (the
+    capability-gap CI) must count it the same way, or the CI is not around the reported number."""
+    prob = np.array([[0.5, 0.5], [0.5, 0.5], [0.8, 0.2], [0.3, 0.7]], dtype=np.float32)
+    cols = {"label": np.array([1, 1, 0, 0]), "group": np.array([0, 1, 0, 1])}
+    prop = Fairness()
+    reported = prop.metrics({"prob": prob}, cols)["task_accuracy"]
+    assert reported == 0.75
+    assert prop.task_value({"prob": prob}, cols, None) == reported
+    assert prop.task_value({"prob": prob}, cols, np.array([0, 1, 1])) == 1.0
