@@ -76,6 +76,7 @@ def test_splits_are_disjoint_and_eval_sets_are_the_same_size(data_dir):
     ({"weak_model": "tiny-bert"}, "is an encoder"),
     ({"weak_train": {"epochs": 1.5}}, "whole epochs"),
     ({"extra": {"prefix_tokens": 60, "suffix_tokens": 10}}, "must fit"),
+    ({"weak_train": {"max_length": 12}}, r"8 \+ 4\) must fit in weak_train.max_length - 1"),  # 12 = 8 + 4, no BOS room
 ])
 def test_bad_privacy_config_gives_a_clear_error(override, message):
     from w2strust.errors import W2SError

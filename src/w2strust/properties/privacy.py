@@ -151,9 +151,12 @@ class Privacy(TrustProperty):
                            f"e-mails whose first prompt_tokens tokens it trained on; past them it saw only the weak "
                            f"model's generations (tokenizers differ: leave a margin)")
         for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
-            if o["prefix_tokens"] + o["suffix_tokens"] > t.max_length:
-                raise W2SError(f"prefix_tokens + suffix_tokens must fit in {label}.max_length ({t.max_length}): the "
-                               f"attack targets text the model was trained on")
+            # training truncates each text to max_length tokens *with* the tokenizer's start token (Gemma's BOS),
+            # so only max_length - 1 of the e-mail's own tokens are surely trained on
+            if o["prefix_tokens"] + o["suffix_tokens"] > t.max_length - 1:
+                raise W2SError(f"prefix_tokens + suffix_tokens ({o['prefix_tokens']} + {o['suffix_tokens']}) must fit "
+                               f"in {label}.max_length - 1 ({t.max_length - 1}, one position goes to the start "
+                               f"token): the attack targets text the model was trained on")
         if any(lam > 0 for lam in cfg.all_lambdas(self.lambda_grid)):
             for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
                 if t.epochs != int(t.epochs):
