@@ -68,3 +68,22 @@ def test_the_retry_limit_names_the_stage_whose_worker_dies(monkeypatch, tmp_path
     log = (tmp_path / "stages.log").read_text().splitlines()
     ceiling_deaths = [ln for ln in log if " died " in ln and "[ceiling]" in ln]
     assert ceiling_deaths and all("not counted" in ln for ln in ceiling_deaths)
+
+
+def test_local_workers_use_the_gpu_the_runs_name(monkeypatch):
+    """`--device cuda:1 --workers 4` puts every worker on GPU 1 (it put them on GPUs 0, 1, 2, 3 of a 4-GPU machine,
+    beside whatever else was using them); `auto` / `cuda` spread over every GPU."""
+    import types
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    options = ExecutorOptions(workers=4, per_gpu=2)
+    run = types.SimpleNamespace
+    assert scheduler.LocalPoolExecutor(options, [run(device="cuda:1")]).devices == ["cuda:1"] * 4
+    assert scheduler.LocalPoolExecutor(options, [run(device="cuda:3"), run(device="cuda:1")]).devices == \
+        ["cuda:1", "cuda:1", "cuda:3", "cuda:3"]
+    assert scheduler.LocalPoolExecutor(options, [run(device="auto")]).devices == \
+        ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert scheduler.LocalPoolExecutor(options, [run(device="cpu")]).devices == ["cpu"] * 4

@@ -221,6 +221,17 @@ def _wants_cuda(cfgs: list) -> bool:
                                              for c in cfgs)
 
 
+def _worker_gpus(cfgs: list) -> list[int]:
+    """The GPUs local workers spread over: the ones the runs name (``--device cuda:1``: that GPU, not GPU 0 and the
+    rest of the machine's), else every GPU here."""
+    import torch
+
+    named = {int(c.device.split(":")[1]) for c in cfgs if c.device.startswith("cuda:")}
+    if named and not any(c.device in ("auto", "cuda") for c in cfgs):
+        return sorted(named)
+    return list(range(torch.cuda.device_count()))
+
+
 class InProcessExecutor:
     """``--workers 1``: every stage runs here, one after another (per-stage bars below the overall one)."""
     name = "in-process"
@@ -250,18 +261,17 @@ class InProcessExecutor:
 
 class LocalPoolExecutor:
     """``--workers N``: N spawned worker processes, each with a fixed device and cores/N threads; on GPUs,
-    worker i uses GPU (i // per_gpu) modulo the GPU count. A worker that dies breaks the pool: the stages
-    in flight are reported as ``WorkerDied`` and a fresh pool is started."""
+    worker i uses GPU (i // per_gpu) modulo the GPU count (of the GPUs the runs name, where they name some). A
+    worker that dies breaks the pool: the stages in flight are reported as ``WorkerDied`` and a fresh pool is
+    started."""
     name = "local"
 
     def __init__(self, options: ExecutorOptions, cfgs: list):
         require_main_guard(options.workers)  # before any worker starts (main_guard.py says why)
         self.workers = options.workers
         if _wants_cuda(cfgs):
-            import torch
-
-            n = torch.cuda.device_count()
-            self.devices = [f"cuda:{(i // options.per_gpu) % n}" for i in range(self.workers)]
+            gpus = _worker_gpus(cfgs)
+            self.devices = [f"cuda:{gpus[(i // options.per_gpu) % len(gpus)]}" for i in range(self.workers)]
         else:
             self.devices = ["cpu"] * self.workers
         self.threads = options.stage_threads()
