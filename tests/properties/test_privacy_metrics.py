@@ -69,6 +69,21 @@ def test_dp_epsilon_matches_opacus_accountant_for_same_steps_rate_and_noise():
     assert strict["noise_multiplier"] > log["noise_multiplier"] and strict["epsilon"] <= 0.5 + 1e-6
 
 
+def test_an_empty_poisson_batch_is_a_noise_only_step_the_accountant_counts():
+    """Batch size 1 over 12 rows: q = 1/12, so about a third of the Poisson batches are empty (seed 0: 3 of 12).
+    DPOptimizer.step() on an empty batch used to raise Opacus' "Per sample gradient is not initialized" ValueError."""
+    from opacus.accountants import RDPAccountant
+
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    texts = [f"line {i} of a synthetic text" for i in range(12)]
+    tcfg = TrainConfig(lr=1e-3, epochs=1, batch_size=1, max_length=16)
+    _, log = train_causal_lm(model, tok, texts, tcfg, LMOptions(delta=1e-4), epsilon=3.0, seed=0, device=CPU)
+    assert log["steps"] == 12 and len(log["curve"]) < 12  # some batches were empty, every step ran
+    acc = RDPAccountant()
+    acc.history = [(log["noise_multiplier"], log["sample_rate"], 12)]
+    assert log["epsilon"] == pytest.approx(acc.get_epsilon(delta=1e-4), rel=1e-9)  # the empty steps are counted
+
+
 def test_canary_is_extracted_more_without_dp_than_with_dp():
     """A synthetic secret repeated in D_W: non-DP fine-tuning memorises it, DP (ε = 1) much less (fixed seed)."""
     canary = "the access code of the vault is 7 3 9 1 4 2 8 6"

@@ -183,6 +183,8 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
             steps += 1
             if len(b_ids) == 0:  # an empty Poisson batch: DPOptimizer still adds noise and counts the step
                 optim.zero_grad(set_to_none=True)
+                for p in optim.params:  # zero per-sample gradients of no rows, as Opacus' own empty batches give
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
                 optim.step()
                 sched.step()
                 continue
