@@ -161,6 +161,27 @@ def test_advglue_plus_plus_parser_keeps_clean_text_and_method():
     assert pair["text"] == "premise: p hypothesis: h" and pair["text_adv"] == "premise: p hypothesis: h2"
 
 
+def test_a_clean_sentence_attacked_by_several_methods_stays_in_one_split():
+    """AdvGLUE++ holds one row per (source sentence, attack method): the 40/40/20 split is by clean text per task,
+    so no clean sentence is in two of D_W, D_WTS, D_T (a split by row put most D_T sentences in D_W too)."""
+    from w2strust.properties.adversarial import split_by_source
+
+    methods = ["textbugger", "textfooler", "bertattack", "sememepso", "semattack"]
+    texts = [f"{task} sentence {i}" for task in ("sst2", "qnli") for i in range(50) for _ in methods]
+    tasks = [t.split()[0] for t in texts]
+    parts = split_by_source(texts, tasks, seed=0)
+    assert sorted(i for p in parts for i in p) == list(range(len(texts)))
+    clean = [{texts[i] for i in p} for p in parts]
+    assert not (clean[0] & clean[1]) and not (clean[0] & clean[2]) and not (clean[1] & clean[2])
+    for t in ("sst2", "qnli"):  # 40/40/20 of each task's 50 sentences
+        assert [sum(tasks[i] == t for i in p) for p in parts] == [20 * 5, 20 * 5, 10 * 5]
+    # one row per clean text (the offline generator): the split by row of before, row for row
+    unique = [f"s{i}" for i in range(37)]
+    idx = np.random.default_rng(3).permutation(37)
+    assert split_by_source(unique, ["sst2"] * 37, seed=3) == [idx[:14].tolist(), idx[14:29].tolist(),
+                                                             idx[29:].tolist()]
+
+
 def test_advglue_dev_sst2_has_148_items(data_dir):
     ds = load_advglue_dev(data_dir, ["sst2"])
     assert len(ds) == 148 and set(ds["label"]) == {0, 1}

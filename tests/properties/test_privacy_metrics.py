@@ -69,6 +69,39 @@ def test_dp_epsilon_matches_opacus_accountant_for_same_steps_rate_and_noise():
     assert strict["noise_multiplier"] > log["noise_multiplier"] and strict["epsilon"] <= 0.5 + 1e-6
 
 
+def test_an_empty_poisson_batch_is_a_noise_only_step_the_accountant_counts():
+    """Batch size 1 over 12 rows: q = 1/12, so about a third of the Poisson batches are empty (seed 0: 3 of 12).
+    DPOptimizer.step() on an empty batch used to raise Opacus' "Per sample gradient is not initialized" ValueError."""
+    from opacus.accountants import RDPAccountant
+
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    texts = [f"line {i} of a synthetic text" for i in range(12)]
+    tcfg = TrainConfig(lr=1e-3, epochs=1, batch_size=1, max_length=16)
+    _, log = train_causal_lm(model, tok, texts, tcfg, LMOptions(delta=1e-4), epsilon=3.0, seed=0, device=CPU)
+    assert log["steps"] == 12 and len(log["curve"]) < 12  # some batches were empty, every step ran
+    acc = RDPAccountant()
+    acc.history = [(log["noise_multiplier"], log["sample_rate"], 12)]
+    assert log["epsilon"] == pytest.approx(acc.get_epsilon(delta=1e-4), rel=1e-9)  # the empty steps are counted
+
+
+def test_an_epsilon_no_noise_can_reach_is_a_one_line_error_naming_the_fix(monkeypatch):
+    """RDP at δ = 1e-5 cannot certify ε ≈ 0.01 at any σ: Opacus' search raised a bare ValueError (a "bug" to the CLI).
+    Its search takes ~30 s to give up (σ doubled up to 1e6), so the test makes it give up at once, with its message."""
+    import opacus.accountants.utils
+
+    from w2strust.errors import W2SError
+
+    def too_low(**kwargs):
+        raise ValueError("The privacy budget is too low.")
+
+    monkeypatch.setattr(opacus.accountants.utils, "get_noise_multiplier", too_low)
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    texts = [f"line {i} of a synthetic text" for i in range(8)]
+    with pytest.raises(W2SError, match=r"no noise multiplier spends only ε=0.0123 .*raise the stage's lambda_\* \(ε\)"):
+        train_causal_lm(model, tok, texts, TrainConfig(lr=1e-3, epochs=1, batch_size=4, max_length=16),
+                        LMOptions(delta=1e-5), epsilon=0.0123, seed=0, device=CPU)
+
+
 def test_canary_is_extracted_more_without_dp_than_with_dp():
     """A synthetic secret repeated in D_W: non-DP fine-tuning memorises it, DP (ε = 1) much less (fixed seed)."""
     canary = "the access code of the vault is 7 3 9 1 4 2 8 6"

@@ -58,6 +58,26 @@ def mix_loss(clean, adv, lam: float):
     return (1 - lam) * clean + lam * adv
 
 
+def split_by_source(texts: list[str], tasks: list[str], seed: int) -> list[list[int]]:
+    """Row indices of D_W, D_WTS and D_T: 40/40/20 of each task's distinct clean texts, every row of a clean text in
+    one part. AdvGLUE++ attacks each source sentence with several methods (and source models): a split by row put
+    the same clean sentence in D_W and D_T (clean accuracy measured on training rows, adversarial accuracy on
+    variants of them). With one row per clean text (the offline generator) it is the split by row."""
+    parts: list[list[int]] = [[], [], []]
+    rng = np.random.default_rng(seed)
+    tasks_a = np.asarray(tasks)
+    for t in dict.fromkeys(tasks):
+        rows: dict[str, list[int]] = {}
+        for i in np.flatnonzero(tasks_a == t).tolist():
+            rows.setdefault(texts[i], []).append(i)
+        groups = list(rows.values())
+        order = rng.permutation(len(groups))
+        a, b = int(len(groups) * SPLIT[0]), int(len(groups) * (SPLIT[0] + SPLIT[1]))
+        for part, chunk in zip(parts, (order[:a], order[a:b], order[b:]), strict=True):
+            part.extend(i for g in chunk for i in groups[g])
+    return parts
+
+
 def _macro(correct: np.ndarray, tasks: np.ndarray) -> float:
     return float(np.mean([correct[tasks == t].mean() for t in np.unique(tasks)]))
 
@@ -72,7 +92,8 @@ class AdversarialRobustness(TrustProperty):
     extra_options = DEFAULTS
     # in every stage key: the generator's version (a change to its defaults or attacks must not reuse models trained
     # on the previous set; the set's own cache folder is keyed by all its settings)
-    key_extra = {"generator": GENERATOR_VERSION}
+    # and the split: by clean text (a clean sentence attacked by several methods was in D_W and D_T)
+    key_extra = {"generator": GENERATOR_VERSION, "split": "by clean text"}
     description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
                    "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
     _announced: set[str] = set()
@@ -168,14 +189,7 @@ class AdversarialRobustness(TrustProperty):
             prec = for_task(cfg.precision, self.task, resolve_device(cfg.device))
             triplets, stats = generated_sst2(data_dir, s, cfg.device, prec)
             self._announce(stats)
-        parts: list[list] = [[], [], []]
-        tasks = np.asarray(triplets["task"])
-        rng = np.random.default_rng(seed)
-        for t in dict.fromkeys(tasks):  # 40/40/20 within each task
-            idx = rng.permutation(np.flatnonzero(tasks == t))
-            a, b = int(len(idx) * SPLIT[0]), int(len(idx) * (SPLIT[0] + SPLIT[1]))
-            for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:]), strict=True):
-                part.extend(chunk.tolist())
+        parts = split_by_source(list(triplets["text"]), list(triplets["task"]), seed)
         # training pairs: the attacks that flipped the surrogate; the test set: every sentence of its partition
         # (a failed or skipped attack keeps its partial or clean text), so the surrogate selects no test row
         success = np.asarray(triplets["status"]) == "success" if "status" in triplets.column_names else \

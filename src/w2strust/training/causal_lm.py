@@ -183,6 +183,8 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
             steps += 1
             if len(b_ids) == 0:  # an empty Poisson batch: DPOptimizer still adds noise and counts the step
                 optim.zero_grad(set_to_none=True)
+                for p in optim.params:  # zero per-sample gradients of no rows, as Opacus' own empty batches give
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
                 optim.step()
                 sched.step()
                 continue
@@ -216,8 +218,13 @@ def noise_multiplier(epsilon: float, delta: float, sample_rate: float, epochs: i
         # trained model (``engine.get_epsilon`` at the end of training) is computed without this filter and still
         # warns if it is ever that loose.
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
-                                          epochs=epochs, accountant=accountant))
+        try:
+            return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                              epochs=epochs, accountant=accountant))
+        except ValueError as e:  # Opacus: "The privacy budget is too low." (no σ up to 1e6 spends only ε)
+            raise W2SError(f"DP-SGD: no noise multiplier spends only ε={epsilon:g} at δ={delta:g} over {epochs} "
+                           f"epoch(s) at sampling rate {sample_rate:.4g} with the {accountant} accountant ({e}); raise "
+                           f"the stage's lambda_* (ε) or extra.delta, or use fewer epochs") from None
 
 
 def _make_private(model, optim, ids, mask, tcfg: TrainConfig, opts: LMOptions, epsilon: float, seed: int, log: dict):
