@@ -307,3 +307,15 @@ def test_an_interrupted_build_of_the_set_resumes_where_it_stopped_and_gives_the_
     assert resumed.to_list() == whole.to_list()
     assert not same_set_other_chunks.exists() and other_settings.exists()
     assert "1 unfinished build(s) of other settings keep 1 MB" in capsys.readouterr().err
+
+
+def test_only_advglue_plus_plus_runs_carry_the_split_by_clean_text_in_their_keys():
+    """The generated set splits row for row as before (its keys and published results stand); AdvGLUE++'s split
+    changed, so its stage keys say so."""
+    from w2strust.config.build import build_config
+    from w2strust.properties import get
+
+    prop = get("adversarial")
+    assert prop.semantics(build_config("adversarial", "quick")) == prop.key_extra
+    plus = build_config("adversarial", "quick", overrides={"extra": {"source": "advglue++"}})
+    assert prop.semantics(plus) == {**prop.key_extra, "split": "by clean text"}

@@ -105,13 +105,13 @@ class Fairness(TrustProperty):
         return loss
 
     @staticmethod
-    def predict(prob: np.ndarray) -> np.ndarray:
+    def predicted_class(prob: np.ndarray) -> np.ndarray:
         """Class 1 where its probability is at least 0.5: one rule for the metrics, the trust value and the
         bootstrap's task accuracy (argmax would give a tie at exactly 0.5 to class 0)."""
         return (prob[:, 1] >= 0.5).astype(int)
 
     def metrics(self, preds, cols):
-        y_pred = self.predict(preds["prob"])
+        y_pred = self.predicted_class(preds["prob"])
         out = {"task_accuracy": float((y_pred == cols["label"]).mean())}
         out.update(fairness_metrics(cols["label"], y_pred, cols["group"]))
         out["positive_rate"] = float(y_pred.mean())
@@ -120,7 +120,7 @@ class Fairness(TrustProperty):
     def trust_value(self, preds, cols):
         # |P(ŷ=1|a=1) − P(ŷ=1|a=0)|: fairlearn's DPD for two groups, without its per-call overhead
         # (the bootstrap calls this thousands of times; a test checks it equals fairlearn's value).
-        y_pred = self.predict(preds["prob"]).astype(bool)
+        y_pred = self.predicted_class(preds["prob"]).astype(bool)
         g = cols["group"].astype(bool)
         if g.all() or not g.any():
             return 0.0
@@ -128,5 +128,5 @@ class Fairness(TrustProperty):
 
     def task_value(self, preds, cols, idx):
         prob, label = (preds["prob"], cols["label"]) if idx is None else (preds["prob"][idx], cols["label"][idx])
-        return float((self.predict(prob) == label).mean())
+        return float((self.predicted_class(prob) == label).mean())
 
