@@ -202,11 +202,13 @@ RANDOM = bytes(range(256)) * 64 + os.urandom(4096)
     ("fairness", "adult/adult.data", b"a,b,c\n" * 20 + b"x," * 14 + b"maybe\n", "is this the UCI Adult file"),
     ("ood", "ood_style/style.json", RANDOM, "style.json is not a readable"),
     ("ood", "ood_style/style.json", b'{"train": {}}', "no 'dev' column/field"),
-    ("ood", "sst2/glue/train.tsv", b"sentence\tlabel\nfine\tpositive\n", "train.tsv is not a readable"),
+    ("ood", "sst2/glue/train.tsv", b"sentence\tlabel\nfine\tpositive\n", "train.tsv: line 2 is not"),
+    ("ood", "sst2/glue/train.tsv", b"sentence\tlabel\nfine\t1\nbad\t2\n", "train.tsv: line 3 is not"),
     ("privacy", "enron/raw_emails/emails_slice_0.csv", b"file,body\nx.txt,hello there\n",
      "no 'message' column"),
     ("privacy", "enron/raw_emails/enron_spam_enron1_ham.csv", RANDOM, "enron_spam_enron1_ham.csv"),
 ], ids=["adult-random", "adult-empty", "adult-wrong-rows", "style-random", "style-no-dev", "sst2-bad-label",
+        "sst2-label-2",
         "enron-no-message", "ham-random"])
 def test_bad_data_file(prop, rel, content, needle, filled, capsys, tmp_path):
     data = _data_dir_with(tmp_path, {rel: content})

@@ -40,10 +40,14 @@ def load_sst2_phrases(data_dir: str | None) -> Dataset:
         header = next(reader, [])
         if header[:2] != ["sentence", "label"]:
             raise W2SError(f"{path}: expected a 'sentence<TAB>label' header, got {header}")
-        for row in reader:
-            if len(row) == 2:
-                texts.append(row[0].strip())
-                labels.append(int(row[1]))
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 2 or row[1] not in {"0", "1"}:  # a tab in a phrase, or a label that is not 0/1
+                raise W2SError(f"{path}: line {line} is not 'sentence<TAB>0|1' ({len(row)} field(s)); replace the "
+                               f"file with a fresh copy (see shared/data/SOURCES.md)")
+            texts.append(row[0].strip())
+            labels.append(int(row[1]))
     return Dataset.from_dict({"text": texts, "label": labels})
 
 
