@@ -48,3 +48,12 @@ def test_a_strategy_with_a_role_missing_a_seed_gets_no_verdict(n_bootstrap, tmp_
     preds = {"prob": np.stack([np.full(50, 0.4), np.full(50, 0.6)], 1)}
     trust = wts_trust(records, summarise(records), prop, tmp_path, n_bootstrap, lambda s: cols, lambda a: preds)
     assert trust == {}
+
+
+def test_a_model_trained_without_dp_reads_no_dp_not_epsilon_zero():
+    """run_stage records ε = 0 for a model without DP; the report must not print it as a privacy loss of zero."""
+    from w2strust.report.run_report import _cell
+
+    assert _cell("epsilon", {"mean": 0.0, "std": 0.0, "n": 3}) == "no DP (ε = ∞)"
+    assert _cell("epsilon", {"mean": 7.993, "std": 0.0, "n": 3}) == "7.993 ± 0.000"
+    assert _cell("perplexity", {"mean": 0.0, "std": 0.0, "n": 3}) == "0.000 ± 0.000"

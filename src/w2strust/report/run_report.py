@@ -23,6 +23,13 @@ from .tradeoff import tradeoff_figure
 from .training_curves import curves_figure
 
 
+def _cell(metric: str, stat: dict[str, float] | None) -> str:
+    # privacy records ε = 0 for a model trained without DP (run_stage): its privacy loss is unbounded, not zero
+    if metric == "epsilon" and stat and stat["mean"] == 0 and stat["std"] == 0:
+        return "no DP (ε = ∞)"
+    return fmt(stat)
+
+
 def figure(summary, prop, path: Path, title: str, trust: tuple[str, bool] | None = None) -> None:
     """Paper Figure 2: ``trust`` = (metric, higher is better) replaces the property's trust metric (A10, A11)."""
     plt = pyplot()
@@ -209,7 +216,7 @@ def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, 
         lines += [f"### {STRATEGY_LABELS[s]}", "", "| metric | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
                   "|---|" + "---|" * len(roles)]
         for m in metric_names:
-            lines.append(f"| {m} | " + " | ".join(fmt(summary[s].get(r, {}).get(m)) for r in roles) + " |")
+            lines.append(f"| {m} | " + " | ".join(_cell(m, summary[s].get(r, {}).get(m)) for r in roles) + " |")
         lines.append("")
     return "\n".join(lines)
 
