@@ -61,3 +61,20 @@ def test_suggest_respects_a_lower_is_better_task_metric():
            [(0, 0.20, 40.0), (8, 0.15, 45.0), (1, 0.10, 90.0)]]
     assert suggest(pts, prop, max_drop=10.0) == 8  # ε = 1 costs 50 perplexity points
     assert suggest(pts, prop, max_drop=100.0) == 1
+
+
+def test_sweep_checks_each_lambda_with_the_property(tmp_path, monkeypatch):
+    # The property's own λ checks ran only on the config's λ, not on the swept ones: an adversarial sweep at λ = 2
+    # trained with the loss -1·clean + 2·adversarial (its λ is a weight in [0, 1]) and plotted it as a trade-off point.
+    from w2strust import api
+    from w2strust.errors import W2SError
+    from w2strust.experiment import sweep
+
+    def trained(*a, **k):
+        raise AssertionError("a swept λ out of the property's range reached training")
+
+    monkeypatch.setattr(sweep.Runner, "execute_all", trained)
+    cfg = api.configure("adversarial", "smoke")
+    for role in sweep.SWEEP_ROLES:
+        with pytest.raises(W2SError, match=r"--lambdas.*2"):
+            sweep.run_sweep(cfg, role, [0.0, 2.0], tmp_path / role)
