@@ -211,3 +211,20 @@ def test_a_bootstrap_p_of_zero_reads_below_its_resolution(tmp_path):
     why = next(c["why"] for c in json.loads((tmp_path / "table1.json").read_text())["cells"]
                if c["strategy"] == "no_tft")
     assert "p < 0.002" in why
+
+
+def test_a_fixed_ceiling_rerun_in_an_auto_run_folder_drops_the_old_selection(tmp_path):
+    """A run folder used again (same --out) with a fixed lambda_ceiling after lambda_ceiling: auto kept the old
+    ceiling.json: the report then showed 'the strong ceiling's λ (lambda_ceiling: auto)' with the old curve and chosen
+    λ beside results made at another λ, and the study index said 'ceiling λ chosen by rule'."""
+    out = tmp_path / "run"
+    common = ["run", "fairness", "--preset", "smoke", "--strategies", "no_tft", "--set", "data.n_weak=80",
+              "--set", "data.n_wts=80", "--out", str(out)]
+    assert main(common + ["--set", "lambda_ceiling=auto", "--set", "ceiling_lambdas=[0, 5]"]) == 0
+    assert (out / "ceiling.json").exists()
+    assert main(common + ["--set", "lambda_ceiling=5"]) == 0  # every stage cached: nothing trains
+    assert not (out / "ceiling.json").exists() and not (out / "ceiling-tradeoff.png").exists()
+    assert "ceiling_selection" not in json.loads((out / "summary.json").read_text())
+    assert "lambda_ceiling: auto" not in (out / "report.md").read_text()
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["lambda_ceiling"] for r in records} == {5.0}
