@@ -78,3 +78,24 @@ def test_sweep_checks_each_lambda_with_the_property(tmp_path, monkeypatch):
     for role in sweep.SWEEP_ROLES:
         with pytest.raises(W2SError, match=r"--lambdas.*2"):
             sweep.run_sweep(cfg, role, [0.0, 2.0], tmp_path / role)
+
+
+def test_without_lambda_0_privacy_measures_the_cost_from_its_largest_epsilon():
+    """The reference of the rule was the smallest λ when λ = 0 was not swept: for privacy, whose λ is ε, that is the
+    most regularised model (ε = 1), so every other ε looked free and the rule picked ε = 1 whatever its perplexity
+    cost. The least regularised λ (the largest ε) is the reference; other properties keep the smallest."""
+    from w2strust.experiment.ceiling_rule import trade_off
+
+    prop = get("privacy")
+    pts = [{"lambda": lam, "extraction_rate": {"mean": ex, "std": 0, "n": 1},
+            "perplexity": {"mean": ppl, "std": 0, "n": 1}} for lam, ex, ppl in
+           [(1, 0.10, 90.0), (4, 0.14, 50.0), (8, 0.15, 45.0)]]
+    assert suggest(pts, prop, max_drop=10.0) == 4  # ε = 1 costs 45 perplexity points over ε = 8
+    assert suggest(pts, prop, max_drop=100.0) == 1
+    metrics = {lam: [{"extraction_rate": ex, "perplexity": ppl}] for lam, ex, ppl in [(1, 0.1, 90.0), (8, 0.15, 45.0)]}
+    assert "else the largest λ" in trade_off(prop, "strong_ceiling", metrics, 10.0)["rule"]
+    fair = get("fairness")  # without λ = 0, the smallest λ stays the reference
+    points = [_pt(1, 0.10, 0.845), _pt(3, 0.05, 0.838), _pt(10, 0.01, 0.80)]
+    assert suggest(points, fair, max_drop=0.01) == 3
+    assert "else the smallest λ" in trade_off(fair, "strong_ceiling", {1: [{"dpd": 0.1, "task_accuracy": 0.8}]},
+                                              0.01)["rule"]
