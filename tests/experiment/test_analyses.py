@@ -228,3 +228,26 @@ def test_a_fixed_ceiling_rerun_in_an_auto_run_folder_drops_the_old_selection(tmp
     assert "lambda_ceiling: auto" not in (out / "report.md").read_text()
     records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert {r["lambda_ceiling"] for r in records} == {5.0}
+
+
+def test_the_curves_of_a_two_setting_grid_say_at_which_value_of_the_other_each_is_drawn(tmp_path):
+    """A study grid of λ_WTS × α_max gives one λ_WTS curve per α_max (and one α_max curve per λ_WTS): the curves went
+    to folders 1 and 2 under the same heading and figure title, nothing saying which α_max each was drawn at."""
+    from w2strust.report.sensitivity import markdown, study_curves
+
+    runs = [_fake_run(tmp_path / f"l{lam}-a{a}", {"lambda_wts": lam, "alpha_max": a},
+                      lambda c, s, k: c.lambda_wts / 10 + c.alpha_max)
+            for lam in (0.5, 2.0) for a in (0.1, 0.3)]
+    docs = study_curves(runs, tmp_path / "curves")
+    by_key = {}
+    for doc in docs:
+        by_key.setdefault(doc["key"], []).append(doc)
+    assert sorted(d["held"]["alpha_max"] for d in by_key["lambda_wts"]) == [0.1, 0.3]
+    assert sorted(d["held"]["lambda_wts"] for d in by_key["alpha_max"]) == [0.5, 2.0]
+    for doc in by_key["lambda_wts"]:
+        at = doc["held"]["alpha_max"]
+        assert f"against lambda_wts (at alpha_max = {at})" in markdown(doc)
+        assert all(p["metrics"]["no_tft"]["weak"]["dpd"]["mean"] == pytest.approx(p["x"] / 10 + at + 0.005)
+                   for p in doc["points"])  # each curve holds only its own α_max's runs
+        saved = json.loads((tmp_path / "curves" / doc["folder"] / "curve-lambda_wts.json").read_text())
+        assert saved["held"] == {"alpha_max": at}
