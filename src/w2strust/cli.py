@@ -173,7 +173,8 @@ def cmd_sweep(args) -> None:
     for p in result["points"]:
         print(f"  λ={p['lambda']:<8g} {trust} {p[trust]['mean']:.4f} ± {p[trust]['std']:.4f}   "
               f"{task} {p[task]['mean']:.4f} ± {p[task]['std']:.4f}")
-    print(f"suggested λ (most trustworthy within {args.max_drop} {task} of the smallest λ): "
+    print(f"suggested λ (most trustworthy within {args.max_drop} {task} of the reference λ: 0, else the least "
+          f"regularised): "
           f"{result['suggested_lambda']:g}")
 
 

@@ -211,3 +211,43 @@ def test_a_bootstrap_p_of_zero_reads_below_its_resolution(tmp_path):
     why = next(c["why"] for c in json.loads((tmp_path / "table1.json").read_text())["cells"]
                if c["strategy"] == "no_tft")
     assert "p < 0.002" in why
+
+
+def test_a_fixed_ceiling_rerun_in_an_auto_run_folder_drops_the_old_selection(tmp_path):
+    """A run folder used again (same --out) with a fixed lambda_ceiling after lambda_ceiling: auto kept the old
+    ceiling.json: the report then showed 'the strong ceiling's λ (lambda_ceiling: auto)' with the old curve and chosen
+    λ beside results made at another λ, and the study index said 'ceiling λ chosen by rule'."""
+    out = tmp_path / "run"
+    common = ["run", "fairness", "--preset", "smoke", "--strategies", "no_tft", "--set", "data.n_weak=80",
+              "--set", "data.n_wts=80", "--out", str(out)]
+    assert main(common + ["--set", "lambda_ceiling=auto", "--set", "ceiling_lambdas=[0, 5]"]) == 0
+    assert (out / "ceiling.json").exists()
+    assert main(common + ["--set", "lambda_ceiling=5"]) == 0  # every stage cached: nothing trains
+    assert not (out / "ceiling.json").exists() and not (out / "ceiling-tradeoff.png").exists()
+    assert "ceiling_selection" not in json.loads((out / "summary.json").read_text())
+    assert "lambda_ceiling: auto" not in (out / "report.md").read_text()
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["lambda_ceiling"] for r in records} == {5.0}
+
+
+def test_the_curves_of_a_two_setting_grid_say_at_which_value_of_the_other_each_is_drawn(tmp_path):
+    """A study grid of λ_WTS × α_max gives one λ_WTS curve per α_max (and one α_max curve per λ_WTS): the curves went
+    to folders 1 and 2 under the same heading and figure title, nothing saying which α_max each was drawn at."""
+    from w2strust.report.sensitivity import markdown, study_curves
+
+    runs = [_fake_run(tmp_path / f"l{lam}-a{a}", {"lambda_wts": lam, "alpha_max": a},
+                      lambda c, s, k: c.lambda_wts / 10 + c.alpha_max)
+            for lam in (0.5, 2.0) for a in (0.1, 0.3)]
+    docs = study_curves(runs, tmp_path / "curves")
+    by_key = {}
+    for doc in docs:
+        by_key.setdefault(doc["key"], []).append(doc)
+    assert sorted(d["held"]["alpha_max"] for d in by_key["lambda_wts"]) == [0.1, 0.3]
+    assert sorted(d["held"]["lambda_wts"] for d in by_key["alpha_max"]) == [0.5, 2.0]
+    for doc in by_key["lambda_wts"]:
+        at = doc["held"]["alpha_max"]
+        assert f"against lambda_wts (at alpha_max = {at})" in markdown(doc)
+        assert all(p["metrics"]["no_tft"]["weak"]["dpd"]["mean"] == pytest.approx(p["x"] / 10 + at + 0.005)
+                   for p in doc["points"])  # each curve holds only its own α_max's runs
+        saved = json.loads((tmp_path / "curves" / doc["folder"] / "curve-lambda_wts.json").read_text())
+        assert saved["held"] == {"alpha_max": at}

@@ -177,3 +177,18 @@ def test_a_worker_killed_mid_stage_is_retried_and_leaves_nothing_half_written(tw
     assert not [p for p in (out / "cache").iterdir() if p.name.startswith(".") and p.name != ".locks"]
     got, want = study_metrics(out), study_metrics(reference)
     assert len(got) == 8 and got == {k: want[k] for k in got}  # the retried stages give the same numbers
+
+
+def test_a_missing_tracker_package_stops_a_study_before_it_trains(tmp_path, monkeypatch):
+    """`w2strust run` and `sweep` check --log's package before training; a study opened its trackers only when it
+    wrote the run folders, after every stage had trained (hours), and then stopped on the missing package."""
+    from w2strust import api
+    from w2strust.experiment import study
+
+    def trained(*a, **k):
+        raise AssertionError("the study trained before checking --log")
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    monkeypatch.setattr(study, "run_jobs", trained)
+    with pytest.raises(W2SError, match="--log wandb needs the wandb package"):
+        api.study({"properties": ["fairness"], "preset": "smoke"}, log="wandb", out=tmp_path / "s")

@@ -61,3 +61,41 @@ def test_suggest_respects_a_lower_is_better_task_metric():
            [(0, 0.20, 40.0), (8, 0.15, 45.0), (1, 0.10, 90.0)]]
     assert suggest(pts, prop, max_drop=10.0) == 8  # ε = 1 costs 50 perplexity points
     assert suggest(pts, prop, max_drop=100.0) == 1
+
+
+def test_sweep_checks_each_lambda_with_the_property(tmp_path, monkeypatch):
+    # The property's own λ checks ran only on the config's λ, not on the swept ones: an adversarial sweep at λ = 2
+    # trained with the loss -1·clean + 2·adversarial (its λ is a weight in [0, 1]) and plotted it as a trade-off point.
+    from w2strust import api
+    from w2strust.errors import W2SError
+    from w2strust.experiment import sweep
+
+    def trained(*a, **k):
+        raise AssertionError("a swept λ out of the property's range reached training")
+
+    monkeypatch.setattr(sweep.Runner, "execute_all", trained)
+    cfg = api.configure("adversarial", "smoke")
+    for role in sweep.SWEEP_ROLES:
+        with pytest.raises(W2SError, match=r"--lambdas.*2"):
+            sweep.run_sweep(cfg, role, [0.0, 2.0], tmp_path / role)
+
+
+def test_without_lambda_0_privacy_measures_the_cost_from_its_largest_epsilon():
+    """The reference of the rule was the smallest λ when λ = 0 was not swept: for privacy, whose λ is ε, that is the
+    most regularised model (ε = 1), so every other ε looked free and the rule picked ε = 1 whatever its perplexity
+    cost. The least regularised λ (the largest ε) is the reference; other properties keep the smallest."""
+    from w2strust.experiment.ceiling_rule import trade_off
+
+    prop = get("privacy")
+    pts = [{"lambda": lam, "extraction_rate": {"mean": ex, "std": 0, "n": 1},
+            "perplexity": {"mean": ppl, "std": 0, "n": 1}} for lam, ex, ppl in
+           [(1, 0.10, 90.0), (4, 0.14, 50.0), (8, 0.15, 45.0)]]
+    assert suggest(pts, prop, max_drop=10.0) == 4  # ε = 1 costs 45 perplexity points over ε = 8
+    assert suggest(pts, prop, max_drop=100.0) == 1
+    metrics = {lam: [{"extraction_rate": ex, "perplexity": ppl}] for lam, ex, ppl in [(1, 0.1, 90.0), (8, 0.15, 45.0)]}
+    assert "else the largest λ" in trade_off(prop, "strong_ceiling", metrics, 10.0)["rule"]
+    fair = get("fairness")  # without λ = 0, the smallest λ stays the reference
+    points = [_pt(1, 0.10, 0.845), _pt(3, 0.05, 0.838), _pt(10, 0.01, 0.80)]
+    assert suggest(points, fair, max_drop=0.01) == 3
+    assert "else the smallest λ" in trade_off(fair, "strong_ceiling", {1: [{"dpd": 0.1, "task_accuracy": 0.8}]},
+                                              0.01)["rule"]

@@ -231,12 +231,15 @@ def test_adversarial_smoke_run_end_to_end(adv_run):
     )
 
 
-def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_path, monkeypatch):
+def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_path, monkeypatch, data_dir):
     """Stages of several seeds start together in parallel workers: one builds the set, the others wait for it."""
     import threading
     import time as _time
 
+    from w2strust.data.sst2 import load_sst2_sentences
     from w2strust.properties import adversarial_data
+
+    first = load_sst2_sentences(data_dir)[0]
 
     calls = []
 
@@ -244,7 +247,8 @@ def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_pat
         calls.append(spec["attack_seed"])
         _time.sleep(0.5)  # long enough for the other callers to arrive while it runs
         folder.mkdir(parents=True, exist_ok=True)
-        row = {"text": "a", "text_adv": "b", "label": 1, "method": "charbug", "task": "sst2", "source": 0,
+        row = {"text": first["text"], "text_adv": "b", "label": first["label"], "method": "charbug", "task": "sst2",
+               "source": 0,
                "words_changed": 1, "status": "success"}
         (folder / "triplets.jsonl").write_text(json.dumps(row) + "\n")
         (folder / "stats.json").write_text("{}")
@@ -255,7 +259,7 @@ def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_pat
                                "max_words", "char_candidates", "neighbour_model", "neighbours", "min_similarity",
                                "attack_seed")}
     out = []
-    threads = [threading.Thread(target=lambda: out.append(adversarial_data.generated_sst2(None, settings)))
+    threads = [threading.Thread(target=lambda: out.append(adversarial_data.generated_sst2(data_dir, settings)))
                for _ in range(3)]
     for t in threads:
         t.start()
@@ -319,3 +323,52 @@ def test_only_advglue_plus_plus_runs_carry_the_split_by_clean_text_in_their_keys
     assert prop.semantics(build_config("adversarial", "quick")) == prop.key_extra
     plus = build_config("adversarial", "quick", overrides={"extra": {"source": "advglue++"}})
     assert prop.semantics(plus) == {**prop.key_extra, "split": "by clean text"}
+
+
+def test_a_cached_set_built_from_other_sst2_data_is_not_taken_for_this_data(tmp_path, monkeypatch, data_dir):
+    """The set's folder is keyed by its settings only: after the SST-2 sentence file changed (every stage key changed
+    with its fingerprint, so the models retrain) the set of the old file was reused as it was, its triplets naming
+    sentences the data no longer holds. Now that fails in one line naming the folder to delete; and a saved chunk of
+    attacks whose sentences are not the ones at its place is attacked again, not resumed."""
+    from w2strust.data.sst2 import load_sst2_sentences
+    from w2strust.properties import adversarial_data
+
+    sentences = load_sst2_sentences(data_dir)
+    settings = {k: 0 for k in ("surrogate", "surrogate_train", "n_surrogate", "n_attack", "methods", "max_frac",
+                               "max_words", "char_candidates", "neighbour_model", "neighbours", "min_similarity",
+                               "attack_seed")}
+    monkeypatch.setattr(adversarial_data, "cache_root", lambda: tmp_path)
+
+    def fake_generate(rows):
+        def generate(data_dir, spec, folder, device):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "triplets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (folder / "stats.json").write_text("{}")
+        return generate
+
+    def row(i, text=None):
+        return {"text": text or sentences[i]["text"], "text_adv": "x", "label": sentences[i]["label"],
+                "method": "charbug", "task": "sst2", "source": i, "words_changed": 1, "status": "success"}
+
+    monkeypatch.setattr(adversarial_data, "_generate", fake_generate([row(3), row(5, "an older copy's sentence")]))
+    with pytest.raises(W2SError, match="another copy of the SST-2 sentences.*delete that folder"):
+        adversarial_data.generated_sst2(data_dir, settings)
+    # the same set from this data is taken as it is
+    monkeypatch.setattr(adversarial_data, "_generate", fake_generate([row(3), row(5)]))
+    ds, _ = adversarial_data.generated_sst2(data_dir, {**settings, "attack_seed": 1})
+    assert list(ds["source"]) == [3, 5]
+
+    class Store:  # a chunk saved for other sentences, then the next chunk's own
+        def __init__(self):
+            self.saved = {0: [adversarial_data.attacks.AttackResult("old text", 1, "charbug", "skipped")]}
+
+        def load(self, lo):
+            return self.saved.get(lo)
+
+        def save(self, lo, results):
+            self.saved[lo] = results
+
+    store = Store()
+    out = run_attacks(["a good movie", "bad"], [1, 0], toy_score, {"charbug": char_candidates}, 0, chunk=1,
+                      progress=False, store=store)
+    assert [r.text for r in out] == ["a good movie", "bad"]

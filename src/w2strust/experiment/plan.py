@@ -254,6 +254,9 @@ def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]],
     store = StageCache(cache)
     if cfg.lambda_ceiling == AUTO:
         select_ceiling(cfg, prop or properties.get(cfg.property), stubs, store.load_meta, out)
+    else:  # a folder that held an auto run: its selection is not this run's (the report reads ceiling.json)
+        for stale in ("ceiling.json", "ceiling-tradeoff.png"):
+            (Path(out) / stale).unlink(missing_ok=True)
     records = [{**stub, "metrics": store.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
     atomic_write_text(Path(out) / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in records))
     record_cache(Path(out), cache)

@@ -41,6 +41,7 @@ from ..engine.scheduler import ExecutorOptions, Job, run_jobs
 from ..errors import W2SError
 from ..io import atomic_write_json
 from ..report.study_report import write_study_reports
+from . import tracking
 from .plan import plan_jobs, write_results
 
 STUDY_KEYS = ("properties", "preset", "models", "sweeps", "per_property")
@@ -254,6 +255,8 @@ def run_study(runs: list[StudyRun], out: Path, cache: Path, options, study_file:
     """Train every missing stage of the study (one graph), then write every run folder, study.json and table1.md.
     Returns the stage folders trained now."""
     out, cache = Path(out), Path(cache)
+    for kind in dict.fromkeys(r.cfg.log for r in runs):  # a missing optional package stops us before training
+        tracking.open_tracker(kind, out)
     jobs, stubs = study_jobs(runs, options.stage_threads())
     write_index(out, study_file, runs, cache, {"total": len(jobs)})  # readable while the study runs
     trained = run_jobs(jobs, cache, options, log_path=out / "stages.log", desc="study")

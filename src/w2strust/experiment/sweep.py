@@ -7,10 +7,13 @@ with `w2strust run` (``--cache``) and resumes after a crash.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..config.build import validate
 from ..config.schema import ExperimentConfig
+from ..errors import W2SError
 from ..io import atomic_write_json
 from ..report.tradeoff import tradeoff_figure
 from . import tracking
@@ -22,6 +25,7 @@ SWEEP_ROLES = ("weak", "strong_ceiling")
 
 def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path, cache: Path | None = None,
               max_drop: float = 0.015, options=None) -> dict[str, Any]:
+    check_lambdas(cfg, role, lambdas)
     tracker = tracking.open_tracker(cfg.log, Path(out))  # before training: a missing package fails at once
     runner = Runner(cfg, out, cache, options)
     build = runner.planner.weak if role == "weak" else runner.planner.ceiling
@@ -38,3 +42,12 @@ def run_sweep(cfg: ExperimentConfig, role: str, lambdas: list[float], out: Path,
     return result
 
 
+def check_lambdas(cfg: ExperimentConfig, role: str, lambdas: list[float]) -> None:
+    """The property's checks of λ (adversarial: a weight in [0, 1]; privacy: whole epochs under DP) on every swept λ,
+    which the config's own validation never saw."""
+    name = "lambda_weak" if role == "weak" else "lambda_ceiling"
+    for lam in lambdas:
+        try:
+            validate(replace(cfg, **{name: float(lam)}))
+        except W2SError as e:
+            raise W2SError(f"--lambdas {lam:g} cannot be swept for {cfg.property}: {e}") from None

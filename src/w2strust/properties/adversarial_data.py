@@ -130,10 +130,23 @@ def generated_sst2(data_dir: str | None, settings: dict[str, Any],
                     torch.set_num_threads(threads)
     stats = json.loads((folder / "stats.json").read_text())
     rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line.strip()]
+    check_sources(rows, load_sst2_sentences(data_dir), folder)
     if not any(r["status"] == "success" for r in rows):
         raise W2SError(f"the attack produced no adversarial example ({stats}); "
                        f"raise extra.n_attack or the edit budget")
     return Dataset.from_list(rows), stats
+
+
+def check_sources(rows: list[dict[str, Any]], sentences: Dataset, folder: Path) -> None:
+    """The set's folder is keyed by its settings, not by the data: a set built from another copy of the SST-2
+    sentences (a changed file, whose stage keys did change) must not be taken for this one's."""
+    texts, labels = sentences["text"], sentences["label"]
+    for r in rows:
+        i = int(r["source"])
+        if not (0 <= i < len(texts) and texts[i] == r["text"] and labels[i] == int(r["label"])):
+            raise W2SError(f"the cached adversarial set {folder} was built from another copy of the SST-2 sentences "
+                           f"(its row for sentence {i} does not match the data read now); delete that folder (and "
+                           f"its hidden .partial folder, if any) to build the set from this data")
 
 
 def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: str) -> None:

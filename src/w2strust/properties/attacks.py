@@ -254,12 +254,16 @@ def run_attacks(texts: list[str], labels: list[int], score: Scorer, methods: dic
     with tqdm(total=len(texts), desc="attacking", unit="sent", disable=not progress, dynamic_ncols=True) as bar:
         for lo in range(0, len(texts), chunk):
             saved = store.load(lo) if store is not None else None
+            hi = min(lo + chunk, len(texts))
+            if saved is not None and [(r.text, r.label) for r in saved] != [(texts[i], int(labels[i]))
+                                                                           for i in range(lo, hi)]:
+                saved = None  # a chunk of other sentences (the data changed since it was saved): attack these
             if saved is not None:
                 out.extend(saved)
                 bar.update(len(saved))
                 continue
             steps = []
-            for i in range(lo, min(lo + chunk, len(texts))):
+            for i in range(lo, hi):
                 name = names[assign[i]]
                 rng = np.random.default_rng([seed, i])
                 steps.append(attack_steps(texts[i], int(labels[i]), methods[name], name, rng, max_frac, max_words))

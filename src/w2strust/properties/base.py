@@ -31,6 +31,9 @@ class TrustProperty:
     # higher is more trustworthy.
     other_trust_metrics: dict[str, bool] = {}
     lambda_grid: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)  # candidates of lambda_ceiling: auto (0 = reference)
+    # A larger λ > 0 regularises more (privacy's ε: less). The λ rule's reference, without λ = 0, is the least
+    # regularised λ (experiment/ceiling_rule.py).
+    larger_lambda_regularises_more: bool = True
     description: str = ""
     # True when the regulariser is a statistic of the whole batch (fairness: a covariance over the batch), so
     # which rows share a batch changes the objective: such properties train on random batches, not length buckets.

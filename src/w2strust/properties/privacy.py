@@ -60,6 +60,7 @@ class Privacy(TrustProperty):
     task_higher_is_better = False
     lambda_meaning = "target DP ε (0 = no DP)"
     lambda_grid = (0.0, 1.0, 4.0, 8.0)  # ε; 0 (no DP) is the reference. ceiling_max_drop is in perplexity units here
+    larger_lambda_regularises_more = False  # a larger ε adds less noise: without ε = 0, the largest is the reference
     may_be_missing = ("pii_extraction", "pii_kshot")  # NaN when the e-mails hold no address to complete
     extra_options = DEFAULTS
     # in every stage key: how token losses are computed (training.causal_lm.token_nll, flat cross-entropy since

@@ -123,15 +123,20 @@ def curve_points(runs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return sorted(points, key=lambda p: p["x"])
 
 
-def write_curves(run_dirs: list[Path], out: Path, key: str | None = None) -> dict[str, Any]:
-    """Write ``curve-<key>.{png,json}`` and ``tradeoff-<key>.png`` into ``out``; return the JSON document."""
+def write_curves(run_dirs: list[Path], out: Path, key: str | None = None,
+                 held: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``curve-<key>.{png,json}`` and ``tradeoff-<key>.png`` into ``out``; return the JSON document.
+    ``held``: settings at which this curve is drawn where others of the same key are drawn at other values (a
+    study's grid): shown in the titles, so that its curves can be told apart."""
     runs = load_runs(run_dirs)
     key, keys = choose_key(runs, key)
     prop = properties.get(runs[0]["config"]["property"])
     points = curve_points(runs, key)
     fixed = {k: runs[0]["flat"].get(k) for k in ("weak_model", "strong_model") if k not in keys}
+    fixed.update(held or {})
     doc = {"property": prop.name, "key": key, "keys": keys, "trust_metric": prop.trust_metric,
            "task_metric": prop.task_metric, "higher_is_better": prop.higher_is_better, "fixed": fixed,
+           "held": dict(held or {}),
            "runs": [str(r["dir"]) for r in runs], "points": points}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +241,8 @@ def markdown(doc: dict[str, Any], rel: str = ".") -> str:
     """A report section: the figures and a table of the trust metric per setting, role and strategy."""
     prop = properties.get(doc["property"])
     label = " = ".join(doc["keys"])
-    lines = [f"### {doc['property']}: against {label}", "",
+    held = ", ".join(f"{k} = {v}" for k, v in doc.get("held", {}).items())
+    lines = [f"### {doc['property']}: against {label}" + (f" (at {held})" if held else ""), "",
              f"![curve]({rel}/{doc['files'][0]}) ![trade-off]({rel}/{doc['files'][1]})", "",
              f"`{doc['trust_metric']}` ({'higher' if doc['higher_is_better'] else 'lower'} is more trustworthy), "
              f"mean ± std over seeds; task metric `{doc['task_metric']}` in brackets.", "",
@@ -271,9 +277,13 @@ def study_curves(run_dirs: list[Path], out: Path) -> list[dict[str, Any]]:
                 groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(r["dir"])
             curves = [dirs for dirs in groups.values()
                       if len({json.dumps(flatten(load_yaml(d / "config.yaml")).get(key)) for d in dirs}) > 1]
+            # several curves of one key (a grid of two settings): each is drawn at other values of the rest
+            others = [k for k in varied_keys(runs) if k != key]
             for i, dirs in enumerate(curves):
                 target = Path(out) / prop / (f"{i + 1}" if len(curves) > 1 else "")
-                doc = write_curves(dirs, target, key)
+                first = flatten(load_yaml(dirs[0] / "config.yaml"))
+                held = {k: first.get(k) for k in others} if len(curves) > 1 else {}
+                doc = write_curves(dirs, target, key, held)
                 doc["folder"] = str(target.relative_to(out))
                 docs.append(doc)
     return docs
