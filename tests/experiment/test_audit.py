@@ -172,3 +172,18 @@ def test_a_stage_cached_without_its_weights_is_retrained_when_they_are_asked_for
     runner = Runner(cfg, copy)
     runner.run()
     assert runner.trained == [victim.name] and (victim / "model" / "config.json").exists()
+
+
+def test_saved_model_link_resolves_when_the_run_folder_is_reached_through_a_symlink(tmp_path):
+    """``--out /tmp/run`` where /tmp is a symlink (macOS: /private/tmp; clusters: /scratch -> /lustre/...): the link's
+    relative path must be computed from where it physically lies, or it points at nothing."""
+    real = tmp_path / "real"
+    model = real / "cache" / "wts-abc" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    alias = tmp_path / "mnt" / "scratch"  # at another depth than the folder it names
+    alias.parent.mkdir()
+    alias.symlink_to(real, target_is_directory=True)
+    record = {"strategy": "no_tft", "role": "wts_naive", "seed": 0, "artefact": "wts-abc"}
+    (link,) = link_saved_models(alias / "run", alias / "cache", [record])
+    assert (link / "config.json").read_text() == "{}"

@@ -39,7 +39,9 @@ def _point(link: Path, target: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     _remove(link)
     try:
-        link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+        # from where the link physically lies: relpath is lexical, and a path through a symlinked folder
+        # (macOS /tmp, a cluster's /scratch) would give a link that points at nothing
+        link.symlink_to(os.path.relpath(target, link.parent.resolve()), target_is_directory=True)
         return
     except OSError:
         pass
