@@ -264,8 +264,8 @@ def test_sigterm_keeps_finished_stages(filled, tmp_path):
     env = {**os.environ, "TQDM_DISABLE": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
-    while not (tmp_path / "o" / "config.yaml").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)  # config.yaml is written when the run has started (the handler is installed)
+    while not (tmp_path / "o" / "stages.log").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # stages.log is written when the first stage starts (the handler is installed)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err

@@ -158,6 +158,22 @@ def test_log_wandb_without_the_package_says_how_to_install(tmp_path, monkeypatch
     assert not (tmp_path / "r" / "cache").exists()  # stopped before training anything
 
 
+def test_a_run_that_stops_early_leaves_the_folders_config_yaml_as_it_was(tmp_path, monkeypatch, capsys):
+    """config.yaml describes the results.jsonl beside it (report and curves read both): a rerun with other settings
+    that stops before its results are written (a missing --log package, a data error, Ctrl-C) must not replace it,
+    or the rebuilt report names the new λ for the old models."""
+    import sys
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.yaml").write_text("property: fairness\npreset: smoke\nlambda_wts: 2.0\n")
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    assert main(["run", "fairness", "--preset", "smoke", "--set", "lambda_wts=5", "--log", "wandb",
+                 "--out", str(out)]) == 2
+    assert "wandb" in capsys.readouterr().err
+    assert (out / "config.yaml").read_text() == "property: fairness\npreset: smoke\nlambda_wts: 2.0\n"
+
+
 def test_a_stage_cached_without_its_weights_is_retrained_when_they_are_asked_for(fairness_local, tmp_path):
     import shutil
 

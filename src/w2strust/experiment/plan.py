@@ -227,13 +227,15 @@ class Runner:
 
     def run(self) -> list[dict[str, Any]]:
         self.out.mkdir(parents=True, exist_ok=True)
-        save_yaml(self.cfg, self.out / "config.yaml")
         stages, stubs = _plan(self.planner)
         todo = [s for s in stages if not (self.cache / s.dirname / "meta.json").exists()]
         if todo:  # a data file that cannot be read fails here, in one line, before any progress bar
             load_splits(self.cfg, self.planner.prop, todo[0].seed)
         tracker = tracking.open_tracker(self.cfg.log, self.out)  # a missing optional package stops us before training
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
+        # with the results, not before training: a run that stops early must not leave another run's
+        # results.jsonl under its config (report and curves read the two together; the study does the same)
+        save_yaml(self.cfg, self.out / "config.yaml")
         return write_results(self.out, self.cfg, stubs, self.cache, tracker, self.planner.prop)
 
     def execute_all(self, stages: list[Stage], desc: str) -> None:
