@@ -134,3 +134,18 @@ def test_a_weak_stage_records_the_entropy_of_its_soft_labels(tmp_path):
     meta = StageCache(tmp_path).load_meta(weak.dirname)
     assert meta["weak_label_entropy"] == pytest.approx(-(labels * np.log(labels)).sum(-1).mean())
     assert meta["weak_label_max_entropy"] == pytest.approx(np.log(2))
+
+
+def test_atomically_written_files_get_the_umask_mode_like_every_other_file(tmp_path):
+    """mkstemp makes its file 0600; renamed into place, meta.json, results.jsonl, summary.json, config.yaml and
+    report.md stayed private while preds.npz and the figures beside them were readable: a cache shared by a group
+    (the folder itself is made readable on purpose) then had stages whose meta.json the others cannot read."""
+    old = os.umask(0o022)
+    try:
+        cache = StageCache(tmp_path / "cache")
+        folder = cache.commit("weak-0123456789abcdef", {"metrics": {}},
+                              lambda tmp: np.save(tmp / "weak_labels.npy", np.zeros(2)))
+    finally:
+        os.umask(old)
+    assert (folder / "meta.json").stat().st_mode & 0o777 == 0o644
+    assert (folder / "weak_labels.npy").stat().st_mode & 0o777 == 0o644
