@@ -203,3 +203,17 @@ def test_saved_model_link_resolves_when_the_run_folder_is_reached_through_a_syml
     record = {"strategy": "no_tft", "role": "wts_naive", "seed": 0, "artefact": "wts-abc"}
     (link,) = link_saved_models(alias / "run", alias / "cache", [record])
     assert (link / "config.json").read_text() == "{}"
+
+
+def test_saved_model_paths_are_those_of_this_run_only(tmp_path):
+    """A rerun into the same folder with fewer seeds (or strategies) must not keep the previous run's
+    models/<strategy>/<role>/seed<k> paths: they would name models this run's results.jsonl does not hold."""
+    for art in ("wts-a", "wts-b"):
+        (tmp_path / "cache" / art / "model").mkdir(parents=True)
+    rec = {"strategy": "no_tft", "role": "wts_naive", "seed": 0, "artefact": "wts-a"}
+    link_saved_models(tmp_path / "run", tmp_path / "cache", [rec, {**rec, "seed": 1, "artefact": "wts-b"}])
+    assert (tmp_path / "run" / "models" / "no_tft" / "wts_naive" / "seed1").exists()
+    link_saved_models(tmp_path / "run", tmp_path / "cache", [rec])
+    assert not (tmp_path / "run" / "models" / "no_tft" / "wts_naive" / "seed1").exists()
+    assert (tmp_path / "run" / "models" / "no_tft" / "wts_naive" / "seed0").exists()
+    assert (tmp_path / "cache" / "wts-b" / "model").is_dir()  # only the path went, not the weights

@@ -18,7 +18,9 @@ POINTER = "MODEL_PATH.txt"
 
 
 def link_saved_models(out: Path, cache: Path, records: list[dict[str, Any]]) -> list[Path]:
-    """One readable path per (strategy, role, seed) record; returns them (existing ones are replaced)."""
+    """One readable path per (strategy, role, seed) record; returns them. ``<out>/models`` holds this run's paths
+    only: those of an earlier run in the folder (other seeds or strategies) are removed, never the weights."""
+    _remove(Path(out) / "models")  # links, hard links and pointer files: rmtree does not follow symlinks
     paths = []
     for r in records:
         target = (Path(cache) / r["artefact"] / "model").resolve()
