@@ -13,6 +13,7 @@ same cache, the same files and the same numbers as ``w2strust run`` / ``w2strust
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,3 +228,8 @@ def report(*run_dirs: str | Path, out: str | Path | None = None, cache: str | Pa
         write_study_table(dirs, table_dir)
         return table_dir
     return None
+
+
+# ``w2strust/report/`` is also a subpackage, and importing it (this module does, above) binds that module on the
+# package as ``w2strust.report``, over the lazy API name: bind this function there instead (README: ``report(...)``).
+sys.modules[__name__.rpartition(".")[0]].report = report

@@ -107,3 +107,15 @@ def test_a_whole_config_given_without_a_preset_keeps_its_preset_label():
     made = w2strust.configure("fairness", "smoke").to_dict()
     cfg = build_config("fairness", overrides={k: v for k, v in made.items() if k != "property"})
     assert cfg.to_dict() == made
+
+
+@pytest.mark.parametrize("first", ["w2strust.load_results", "w2strust.report", "__import__('w2strust.api')"])
+def test_w2strust_report_stays_the_api_function_after_the_report_subpackage_is_imported(first):
+    """README: ``w2strust.report(run_dir)`` rebuilds reports. ``w2strust/report/`` is also a subpackage, and importing
+    the API (any call: run, load_results, ...) bound that module over the name: ``'module' object is not callable``."""
+    import subprocess
+    import sys
+
+    code = f"import w2strust; {first}; import w2strust.report.table1; print(callable(w2strust.report))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
