@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import models, properties
 from .config.build import build_config
 from .config.schema import ExperimentConfig, load_yaml, parse_overrides
@@ -79,7 +81,7 @@ def _frame(rows: list[dict[str, Any]]):
 def _overrides(overrides: dict[str, Any] | list[str] | None, **given: Any) -> dict[str, Any]:
     """``overrides`` (a nested dict, or ``["key=value", ...]`` as ``--set`` takes them) plus the named settings that
     were given (``seeds=[0, 1]``, ``data_dir=...``): one nested dict of config overrides."""
-    out = parse_overrides(overrides) if isinstance(overrides, list) else json.loads(json.dumps(overrides or {}))
+    out = parse_overrides(overrides) if isinstance(overrides, list) else _plain(overrides or {}, "overrides")
     for key, value in given.items():
         if value is None:
             continue
@@ -88,6 +90,22 @@ def _overrides(overrides: dict[str, Any] | list[str] | None, **given: Any) -> di
         else:
             out[key] = value
     return out
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A copy of ``value`` in plain YAML types: numpy numbers (``np.arange`` in a notebook) become Python ones and
+    paths strings; anything else stops in one line naming its key."""
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{where}.{k}" if where != "overrides" else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise W2SError(f"config key '{where}' got a {type(value).__name__}; give a number, string, list or mapping")
 
 
 def configure(property: str, preset: str | None = "quick", overrides: dict[str, Any] | list[str] | None = None,

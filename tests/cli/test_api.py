@@ -119,3 +119,15 @@ def test_w2strust_report_stays_the_api_function_after_the_report_subpackage_is_i
     code = f"import w2strust; {first}; import w2strust.report.table1; print(callable(w2strust.report))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+def test_overrides_take_numpy_numbers_and_paths_like_the_named_settings():
+    """``overrides={"lambda_wts": np.int64(2)}`` (a value from np.arange in a notebook) or a ``Path`` data folder
+    ended in a raw TypeError ('not JSON serializable') instead of a config or a one-line W2SError."""
+    from pathlib import Path
+
+    given = {"lambda_wts": np.int64(2), "data": {"n_weak": np.int32(100), "data_dir": Path("/x")}}
+    cfg = w2strust.configure("fairness", "smoke", overrides=given)
+    assert cfg.lambda_wts == 2.0 and cfg.data.n_weak == 100 and cfg.data.data_dir == "/x"
+    with pytest.raises(W2SError, match="lambda_wts"):
+        w2strust.configure("fairness", "smoke", overrides={"lambda_wts": object()})
