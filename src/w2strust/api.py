@@ -81,7 +81,7 @@ def _frame(rows: list[dict[str, Any]]):
 def _overrides(overrides: dict[str, Any] | list[str] | None, **given: Any) -> dict[str, Any]:
     """``overrides`` (a nested dict, or ``["key=value", ...]`` as ``--set`` takes them) plus the named settings that
     were given (``seeds=[0, 1]``, ``data_dir=...``): one nested dict of config overrides."""
-    out = parse_overrides(overrides) if isinstance(overrides, list) else _plain(overrides or {}, "overrides")
+    out = parse_overrides(overrides) if isinstance(overrides, list) else _plain(overrides or {})
     for key, value in given.items():
         if value is None:
             continue
@@ -92,11 +92,11 @@ def _overrides(overrides: dict[str, Any] | list[str] | None, **given: Any) -> di
     return out
 
 
-def _plain(value: Any, where: str) -> Any:
+def _plain(value: Any, where: str = "") -> Any:
     """A copy of ``value`` in plain YAML types: numpy numbers (``np.arange`` in a notebook) become Python ones and
     paths strings; anything else stops in one line naming its key."""
     if isinstance(value, dict):
-        return {k: _plain(v, f"{where}.{k}" if where != "overrides" else str(k)) for k, v in value.items()}
+        return {k: _plain(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, where) for v in value]
     if isinstance(value, np.generic):
@@ -197,6 +197,7 @@ def study(spec: str | Path | dict[str, Any] | None = None, *, properties: list[s
                      precision=precision, log=log)
     options = executor(workers, threads, per_gpu, executor_name, ray_address, retries, ray_timeout, ray_logs, yes)
     study_file = str(spec) if isinstance(spec, (str, Path)) else None
+    spec = _plain(spec) if isinstance(spec, dict) else spec
     _, runs = load_study(spec, names, preset, cli)  # validates every config first
     name = Path(study_file).stem if study_file else f"study-{runs[0].cfg.preset}"
     out_dir = Path(out or f"runs/{name}")

@@ -131,3 +131,9 @@ def test_overrides_take_numpy_numbers_and_paths_like_the_named_settings():
     assert cfg.lambda_wts == 2.0 and cfg.data.n_weak == 100 and cfg.data.data_dir == "/x"
     with pytest.raises(W2SError, match="lambda_wts"):
         w2strust.configure("fairness", "smoke", overrides={"lambda_wts": object()})
+
+
+def test_a_study_dict_takes_numpy_numbers(tmp_path):
+    spec = {"properties": ["fairness"], "preset": "smoke", "seeds": [0], "lambda_wts": list(np.arange(1, 3))}
+    plan = w2strust.study(spec, out=tmp_path / "s", dry_run=True)
+    assert "2 run(s)" in plan
