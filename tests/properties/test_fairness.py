@@ -56,3 +56,14 @@ def test_bootstrap_task_accuracy_predicts_as_the_metrics_do():
     assert reported == 0.75
     assert prop.task_value({"prob": prob}, cols, None) == reported
     assert prop.task_value({"prob": prob}, cols, np.array([0, 1, 1])) == 1.0
+
+
+def test_fairness_keeps_the_base_predict_hook():
+    """``predict(predict_fn, splits)`` is the hook every stage calls to score D_T; a helper of the same name
+    (``predict(prob)``, 292f928) shadowed it and every fairness stage died with a TypeError after training, which no
+    fast test saw."""
+    from types import SimpleNamespace
+
+    splits = SimpleNamespace(test={"text": ["a", "b"]})
+    out = Fairness().predict(lambda ds, col: np.array([[0.4, 0.6], [0.9, 0.1]]), splits)
+    assert set(out) == {"prob"} and out["prob"].shape == (2, 2)
