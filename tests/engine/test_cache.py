@@ -149,3 +149,26 @@ def test_atomically_written_files_get_the_umask_mode_like_every_other_file(tmp_p
         os.umask(old)
     assert (folder / "meta.json").stat().st_mode & 0o777 == 0o644
     assert (folder / "weak_labels.npy").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_data_file_replaced_between_two_runs_of_one_process_is_read_again(tmp_path):
+    """A notebook: run, replace a data file, run again. The new fingerprint gives new stage keys, but the splits kept in
+    memory were keyed by the data folder's path only, so the new stages trained and scored on the old file (stored
+    under the new file's key)."""
+    import shutil
+
+    from w2strust.engine.run_stage import load_splits
+    from w2strust.properties import get
+
+    data = tmp_path / "data"
+    shutil.copytree(os.environ["W2STRUST_DATA"] + "/adult", data / "adult")
+    cfg = build_config("fairness", "smoke", overrides={"data": {"data_dir": str(data)}})
+    prop = get("fairness")
+    (stage,) = [s for s in plan(cfg)[0] if s.kind == "weak"][:1]
+    before = load_splits(cfg, prop, 0, stage.spec["data_files"])
+    test = data / "adult" / "adult.test"
+    lines = test.read_text().splitlines(keepends=True)
+    test.write_text("".join(lines[:1] + lines[1:][::-1]))  # same rows, another order: another D_T sample
+    (stage,) = [s for s in plan(cfg)[0] if s.kind == "weak"][:1]
+    after = load_splits(cfg, prop, 0, stage.spec["data_files"])
+    assert list(before.test["text"]) != list(after.test["text"])

@@ -28,3 +28,19 @@ def test_splits_are_disjoint_and_sized(data_dir):
     # a different seed gives a different split
     s2 = prop.load_splits(cfg, seed=4)
     assert s2.weak["text"] != s.weak["text"]
+
+
+def test_the_offline_email_pool_is_read_again_when_a_file_is_replaced(tmp_path):
+    """The pool was memoised by the data folder's path: a replaced e-mail file (a notebook's second run, whose stage
+    keys name the new file) still gave the old e-mails. Counts only: the e-mails are never printed."""
+    import os
+    import shutil
+
+    from w2strust.data.email_corpus import HAM, RAW, load_enron
+
+    shutil.copytree(os.environ["W2STRUST_DATA"] + "/enron/raw_emails", tmp_path / "enron" / "raw_emails")
+    before = len(load_enron(str(tmp_path), 0))
+    synthetic = "word " * 60
+    (tmp_path / HAM).write_text(f'"text_ham","label"\n"{synthetic}","ham"\n')
+    os.utime(tmp_path / RAW)
+    assert len(load_enron(str(tmp_path), 0)) < before

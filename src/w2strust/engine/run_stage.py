@@ -104,11 +104,14 @@ def stage_device(stage: Stage, given: str, configured: str) -> str:
                    f"--device {given}")
 
 
-def load_splits(cfg: ExperimentConfig, prop: TrustProperty, seed: int):
-    """A seed's splits of the run's property (kept in memory for the next stage of the same seed)."""
+def load_splits(cfg: ExperimentConfig, prop: TrustProperty, seed: int, files: dict[str, Any] | None = None):
+    """A seed's splits of the run's property (kept in memory for the next stage of the same seed). ``files``: the
+    data fingerprint of the stage key (``spec["data_files"]``): a file replaced since the splits were read (a second
+    run in a notebook) is read again, not served from memory under the new file's key."""
     # precision and device too: adversarial's generated set is attacked by a surrogate trained in the run's precision
     key = json.dumps([cfg.property, {k: v for k, v in asdict(cfg.data).items() if k != "data_dir"},
-                      cfg.resolved_data_dir(), cfg.extra, cfg.precision, cfg.device, seed], sort_keys=True, default=str)
+                      cfg.resolved_data_dir(), cfg.extra, cfg.precision, cfg.device, seed, files], sort_keys=True,
+                     default=str)
     if key not in _SPLITS:
         _SPLITS.clear()  # keep one seed's data in memory
         _SPLITS[key] = prop.load_splits(cfg, seed)
@@ -120,7 +123,7 @@ def _setup(cfg: ExperimentConfig, prop: TrustProperty, stage: Stage):
     is_weak = stage.kind == "weak"
     name = cfg.weak_model if is_weak else cfg.strong_model
     tcfg = cfg.weak_train if is_weak else cfg.strong_train
-    return load_splits(cfg, prop, stage.seed), is_weak, name, tcfg
+    return load_splits(cfg, prop, stage.seed, stage.spec.get("data_files")), is_weak, name, tcfg
 
 
 def _checked_meta(stage: Stage, prop: TrustProperty, desc: str, name: str, model, log: dict, preds: dict,

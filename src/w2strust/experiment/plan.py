@@ -230,7 +230,7 @@ class Runner:
         stages, stubs = _plan(self.planner)
         todo = [s for s in stages if not (self.cache / s.dirname / "meta.json").exists()]
         if todo:  # a data file that cannot be read fails here, in one line, before any progress bar
-            load_splits(self.cfg, self.planner.prop, todo[0].seed)
+            load_splits(self.cfg, self.planner.prop, todo[0].seed, todo[0].spec.get("data_files"))
         tracker = tracking.open_tracker(self.cfg.log, self.out)  # a missing optional package stops us before training
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
         # with the results, not before training: a run that stops early must not leave another run's
