@@ -2,7 +2,8 @@
 
     import w2strust
     res = w2strust.run("fairness", preset="smoke", seeds=[0, 1], overrides={"lambda_wts": 2.0}, out="runs/fair")
-    res.summary["wts_trust"]["weak_wts_tft"]["holds"]     # the Table 1 verdict of one strategy
+    res.summary["wts_trust"]["weak_wts_tft"]["holds"]     # the WTS-trust verdict of one strategy, on the means
+    res.summary["validity"]["strategies"]["weak_wts_tft"]["valid"]  # Table 1 counts the verdict only if True
     res.frame                                            # one row per (strategy, role, seed), a column per metric
 
 ``run`` and ``study`` check everything before training (one ``W2SError`` naming the problem and the fix), train
