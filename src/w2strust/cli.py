@@ -72,7 +72,7 @@ def _output_args(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("execution (see README: Scale)")
+    g = p.add_argument_group("execution (see README: Executors)")
     g.add_argument("--workers", type=int, default=1,
                    help="local worker processes running stages in parallel (default 1 = this process); "
                         "with --executor ray: most stages in flight (default: as many as Ray schedules)")
