@@ -192,3 +192,14 @@ def test_a_missing_tracker_package_stops_a_study_before_it_trains(tmp_path, monk
     monkeypatch.setattr(study, "run_jobs", trained)
     with pytest.raises(W2SError, match="--log wandb needs the wandb package"):
         api.study({"properties": ["fairness"], "preset": "smoke"}, log="wandb", out=tmp_path / "s")
+
+
+def test_swept_values_shown_alike_are_an_error_not_one_merged_folder():
+    """Folder names show a float to 6 significant digits: 0.1234567 and 0.1234568 got one folder, and the study
+    silently kept only the first run. Two grids that hold the same point still share its folder."""
+    spec = {"properties": ["fairness"], "preset": "smoke", "lambda_wts": [0.1234567, 0.1234568]}
+    with pytest.raises(W2SError, match="one folder, fairness"):
+        load_study(spec)
+    _, runs = load_study({"properties": ["fairness"], "preset": "smoke",
+                          "sweeps": [{"lambda_wts": [1.0, 3.0]}, {"lambda_wts": [3.0, 10.0]}]})
+    assert [r.dir for r in runs] == ["fairness/lambda_wts=1", "fairness/lambda_wts=3", "fairness/lambda_wts=10"]

@@ -95,7 +95,10 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
             runs.append(StudyRun(cfg, f"{prop}/{name}" if name else prop, shown))
     seen: dict[str, StudyRun] = {}
     for r in runs:  # two grids may contain the same point
-        seen.setdefault(r.dir, r)
+        first = seen.setdefault(r.dir, r)
+        if first.cfg != r.cfg:  # not the same point: values shown alike (``:g``, 6 significant digits) would merge
+            raise W2SError(f"two runs of the study get one folder, {r.dir}, with different settings (swept values "
+                           f"that agree in their first 6 significant digits?); give values that differ there")
     return spec, list(seen.values())
 
 
