@@ -19,3 +19,15 @@ def test_the_curve_table_gives_a_std_only_where_there_are_seeds_to_spread():
     one, three = [line for line in markdown(doc).splitlines() if line.startswith("| No TFT")]
     assert "| 0.100 (0.800) |" in one and "±" not in one
     assert "| 0.200 ± 0.020 (0.800) |" in three
+
+
+def test_eval_batch_size_is_a_setting_of_privacy_runs_only():
+    """A privacy run's weak generations (its WTS models' training text) follow eval_batch_size: two privacy runs
+    differing in it are two experiments, not one curve point pooled over; for a classifier it changes nothing."""
+    from w2strust.report.sensitivity import varied_keys
+
+    def run(prop, ebs):
+        return {"flat": {"property": prop, "eval_batch_size": ebs, "lambda_wts": 1.0}}
+
+    assert varied_keys([run("privacy", 16), run("privacy", 5)]) == ["eval_batch_size"]
+    assert varied_keys([run("fairness", 16), run("fairness", 5)]) == []

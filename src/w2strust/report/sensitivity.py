@@ -38,6 +38,12 @@ NOT_A_SETTING = {"seeds", "preset", "data.data_dir", "device", "eval_batch_size"
 MODEL_KEYS = ("strong_model", "weak_model")
 
 
+def not_settings(prop: str) -> set[str]:
+    """NOT_A_SETTING for runs of ``prop``: eval_batch_size is a setting of a generating property (privacy: the weak
+    model's sampled generations, the WTS models' training text, follow its batches; plan.py keys it there)."""
+    return NOT_A_SETTING - {"eval_batch_size"} if properties.get(prop).task == "generation" else NOT_A_SETTING
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -72,7 +78,8 @@ def load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
 
 def varied_keys(runs: list[dict[str, Any]]) -> list[str]:
     """Config keys (dotted) whose value is not the same in every run, settings only."""
-    keys = sorted({k for r in runs for k in r["flat"]} - NOT_A_SETTING)
+    ignore = set.intersection(*(not_settings(p) for p in {r["flat"]["property"] for r in runs})) if runs else set()
+    keys = sorted({k for r in runs for k in r["flat"]} - ignore)
     return [k for k in keys if len({json.dumps(r["flat"].get(k), sort_keys=True) for r in runs}) > 1]
 
 
@@ -273,7 +280,7 @@ def study_curves(run_dirs: list[Path], out: Path) -> list[dict[str, Any]]:
         for key in varied_keys(runs):
             groups: dict[str, list[Path]] = {}
             for r in runs:
-                rest = {k: v for k, v in r["flat"].items() if k not in NOT_A_SETTING and k != key}
+                rest = {k: v for k, v in r["flat"].items() if k not in not_settings(prop) and k != key}
                 groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(r["dir"])
             curves = [dirs for dirs in groups.values()
                       if len({json.dumps(flatten(load_yaml(d / "config.yaml")).get(key)) for d in dirs}) > 1]
