@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -29,8 +30,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+@functools.cache
 def _umask() -> int:
-    mask = os.umask(0)
+    # os.umask can only be read by setting it: do that once per process (another thread creating a file in between
+    # would get mode 0666), not at every write
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

@@ -140,13 +140,17 @@ def test_atomically_written_files_get_the_umask_mode_like_every_other_file(tmp_p
     """mkstemp makes its file 0600; renamed into place, meta.json, results.jsonl, summary.json, config.yaml and
     report.md stayed private while preds.npz and the figures beside them were readable: a cache shared by a group
     (the folder itself is made readable on purpose) then had stages whose meta.json the others cannot read."""
+    from w2strust import io
+
     old = os.umask(0o022)
+    io._umask.cache_clear()  # the mask is read once per process
     try:
         cache = StageCache(tmp_path / "cache")
         folder = cache.commit("weak-0123456789abcdef", {"metrics": {}},
                               lambda tmp: np.save(tmp / "weak_labels.npy", np.zeros(2)))
     finally:
         os.umask(old)
+        io._umask.cache_clear()
     assert (folder / "meta.json").stat().st_mode & 0o777 == 0o644
     assert (folder / "weak_labels.npy").stat().st_mode & 0o777 == 0o644
 
