@@ -372,3 +372,16 @@ def test_a_cached_set_built_from_other_sst2_data_is_not_taken_for_this_data(tmp_
     out = run_attacks(["a good movie", "bad"], [1, 0], toy_score, {"charbug": char_candidates}, 0, chunk=1,
                       progress=False, store=store)
     assert [r.text for r in out] == ["a good movie", "bad"]
+
+
+def test_a_set_built_on_an_accelerator_has_its_own_folder(monkeypatch):
+    """Which attacks succeed depends on the surrogate's device: a GPU-built set must not serve CPU stages (and the
+    CPU builds keep their folder names, so cached sets and published results stand)."""
+    from w2strust.io import content_key
+    from w2strust.properties import adversarial_data as ad
+
+    spec = {"surrogate": "minilm-l3", "precision": "fp32"}
+    cpu = ad.set_folder(spec, "cpu")
+    assert cpu.name == f"adv-sst2-{content_key({'spec': spec, 'version': ad.GENERATOR_VERSION})}"
+    monkeypatch.setattr(ad, "resolve_device", lambda device: torch.device("cuda"))
+    assert ad.set_folder(spec, "cuda") != cpu

@@ -107,6 +107,15 @@ def sentiment_polarity(data_dir: str | None) -> dict[str, int]:
             if len(t.split()) == 1}
 
 
+def set_folder(spec: dict[str, Any], device: str) -> Path:
+    """The cache folder of the set of ``spec``. The surrogate's training and scores, so which attacks succeed,
+    depend on the device kind: a set built on an accelerator has its own folder (a CPU stage must not take a
+    GPU-built set for the one its key stands for); a CPU build's folder is named as before the kind was added."""
+    kind = resolve_device(device).type
+    key = {"spec": spec, "version": GENERATOR_VERSION, **({"device": kind} if kind != "cpu" else {})}
+    return cache_root() / "data" / f"adv-sst2-{content_key(key)}"
+
+
 def generated_sst2(data_dir: str | None, settings: dict[str, Any],
                    device: str = "auto", precision: str = "fp32") -> tuple[Dataset, dict]:
     """The generated triplets and their statistics, built once per distinct ``settings`` and cached.
@@ -115,7 +124,7 @@ def generated_sst2(data_dir: str | None, settings: dict[str, Any],
                                       "max_frac", "max_words", "char_candidates", "neighbour_model",
                                       "neighbours", "min_similarity", "attack_seed")}
     spec["precision"] = precision
-    folder = cache_root() / "data" / f"adv-sst2-{content_key({'spec': spec, 'version': GENERATOR_VERSION})}"
+    folder = set_folder(spec, device)
     if not (folder / "stats.json").exists():  # stats.json is written last: its presence means complete
         folder.parent.mkdir(parents=True, exist_ok=True)
         # one generator at a time: stages of several seeds start together in parallel workers, and each would
