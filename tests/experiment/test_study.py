@@ -203,3 +203,24 @@ def test_swept_values_shown_alike_are_an_error_not_one_merged_folder():
     _, runs = load_study({"properties": ["fairness"], "preset": "smoke",
                           "sweeps": [{"lambda_wts": [1.0, 3.0]}, {"lambda_wts": [3.0, 10.0]}]})
     assert [r.dir for r in runs] == ["fairness/lambda_wts=1", "fairness/lambda_wts=3", "fairness/lambda_wts=10"]
+
+
+def test_a_failed_study_still_writes_the_runs_whose_stages_all_finished(tmp_path, monkeypatch, capsys):
+    """A study that stops at one stage (an error, Ctrl-C) wrote no run folder at all, finished runs included; their
+    stages were cached, but their results, reports and saved models waited for a rerun."""
+    from w2strust import api
+    from w2strust.experiment import study
+
+    cache = tmp_path / "cache"
+    api.study({"properties": ["fairness"], **TINY, "lambda_wts": [1.0]}, out=tmp_path / "first", cache=cache)
+
+    def stops(*a, **k):
+        raise W2SError("stage wts-... failed")
+
+    monkeypatch.setattr(study, "run_jobs", stops)
+    out = tmp_path / "s"
+    with pytest.raises(W2SError, match="failed"):
+        api.study({"properties": ["fairness"], **TINY, "lambda_wts": [1.0, 3.0]}, out=out, cache=cache)
+    assert (out / "fairness" / "lambda_wts=1" / "results.jsonl").exists()  # all its stages are cached
+    assert not (out / "fairness" / "lambda_wts=3").exists()  # its WTS stages at λ_WTS = 3 never trained
+    assert "wrote the 1 of 2 run folder(s)" in capsys.readouterr().err

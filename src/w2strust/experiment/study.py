@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,17 +263,38 @@ def run_study(runs: list[StudyRun], out: Path, cache: Path, options, study_file:
         tracking.open_tracker(kind, out)
     jobs, stubs = study_jobs(runs, options.stage_threads())
     write_index(out, study_file, runs, cache, {"total": len(jobs)})  # readable while the study runs
-    trained = run_jobs(jobs, cache, options, log_path=out / "stages.log", desc="study")
+    try:
+        trained = run_jobs(jobs, cache, options, log_path=out / "stages.log", desc="study")
+    except BaseException:  # a stage failed, or Ctrl-C: the runs whose stages all trained still get their folders
+        finished = [r for r in runs if _stages_done(r, cache, options.stage_threads())]
+        for r in finished:
+            _write_run(out, r, stubs[r.dir], cache)
+        if finished:
+            print(f"study: wrote the {len(finished)} of {len(runs)} run folder(s) whose stages all finished "
+                  f"(results.jsonl; `w2strust report <folder>` writes a report; a rerun finishes the study): "
+                  f"{', '.join(r.dir for r in finished)[:300]}", file=sys.stderr)
+        raise
     for r in runs:
-        run_dir = out / r.dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(r.cfg, run_dir / "config.yaml")
-        _link_cache(run_dir, cache)
-        write_results(run_dir, r.cfg, stubs[r.dir], cache)
+        _write_run(out, r, stubs[r.dir], cache)
     write_index(out, study_file, runs, cache, {"total": len(jobs), "trained_now": len(trained)})
     write_study_reports(out, [out / r.dir for r in runs], labels=[r.dir.replace("__", ", ") for r in runs],
                         cache=cache)
     return [t["stage"] for t in trained]
+
+
+def _write_run(out: Path, r: StudyRun, stubs: list[dict[str, Any]], cache: Path) -> None:
+    run_dir = out / r.dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(r.cfg, run_dir / "config.yaml")
+    _link_cache(run_dir, cache)
+    write_results(run_dir, r.cfg, stubs, cache)
+
+
+def _stages_done(r: StudyRun, cache: Path, threads: int | None) -> bool:
+    """Every stage of the run (the ceiling candidates of ``lambda_ceiling: auto`` too) is whole in the cache."""
+    store = StageCache(cache)
+    planned, _ = plan_jobs(r.cfg, threads)
+    return all(store.problem(j.stage.dirname, j.needs) is None for j in planned)
 
 
 def _link_cache(run_dir: Path, cache: Path) -> None:
