@@ -236,6 +236,9 @@ def report(*run_dirs: str | Path, out: str | Path | None = None, cache: str | Pa
     dirs = [Path(d) for d in run_dirs]
     if len(dirs) == 1 and (dirs[0] / "study.json").exists():
         study_dir = dirs[0]
+        if out is not None and Path(out).resolve() != study_dir.resolve():
+            raise W2SError(f"{study_dir} is a study folder: its reports and Table 1 are rewritten in place, so --out "
+                           f"{out} would be ignored; leave --out out, or give its run folders for a Table 1 in --out")
         names = [r["dir"] for r in load_index(study_dir)["runs"]]
         write_study_reports(study_dir, [study_dir / n for n in names], labels=[n.replace("__", ", ") for n in names],
                             cache=Path(cache) if cache else None)

@@ -137,3 +137,10 @@ def test_a_study_dict_takes_numpy_numbers(tmp_path):
     spec = {"properties": ["fairness"], "preset": "smoke", "seeds": [0], "lambda_wts": list(np.arange(1, 3))}
     plan = w2strust.study(spec, out=tmp_path / "s", dry_run=True)
     assert "2 run(s)" in plan
+
+
+def test_report_of_a_study_folder_refuses_an_out_it_would_ignore(tmp_path):
+    """A study folder's reports are rewritten in place: an --out / out= was silently ignored."""
+    (tmp_path / "study.json").write_text("{}")
+    with pytest.raises(W2SError, match="is a study folder.*would be ignored"):
+        w2strust.report(tmp_path, out=tmp_path / "elsewhere")
