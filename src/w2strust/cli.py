@@ -350,10 +350,9 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
+    from .engine.workers import quiet_libraries
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
     try:
         args.fn(args)
     except KeyboardInterrupt as e:  # main's message says whether finished stages are cached

@@ -144,3 +144,15 @@ def test_report_of_a_study_folder_refuses_an_out_it_would_ignore(tmp_path):
     (tmp_path / "study.json").write_text("{}")
     with pytest.raises(W2SError, match="is a study folder.*would be ignored"):
         w2strust.report(tmp_path, out=tmp_path / "elsewhere")
+
+
+def test_the_command_line_draws_no_datasets_bars(tmp_path, capsys):
+    """Each datasets filter / select of a few hundred rows drew a bar ("Flattening the indices": 50 lines in one quick
+    run) between the stage bars and the results."""
+    from w2strust.cli import main
+
+    assert main(["models"]) == 0
+    import datasets
+
+    assert not datasets.is_progress_bar_enabled()
+    datasets.enable_progress_bars()

@@ -28,7 +28,7 @@ def init_local_worker(slots, devices: list[str], threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _quiet_transformers()
+    quiet_libraries()
 
 
 def run_in_local_worker(cfg, stage, cache_root: str) -> dict:
@@ -43,14 +43,18 @@ def run_in_ray_task(cfg, stage, cache_root: str, device: str | None, threads: in
 
     from .run_stage import run_stage  # here: the task's process imports torch when the task runs
 
-    _quiet_transformers()
+    quiet_libraries()
     if device == "cuda" and ray.get_gpu_ids():
         device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to this task's GPU(s)
     return run_stage(cfg, stage, cache_root, device=device, threads=threads)
 
 
-def _quiet_transformers() -> None:
+def quiet_libraries() -> None:
+    """transformers' warnings and bars, and datasets' bars: each filter / select of a few hundred rows drew one
+    ("Flattening the indices", 50 lines in one quick run) between w2strust's own stage bars and results."""
+    import datasets
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
