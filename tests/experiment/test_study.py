@@ -224,3 +224,20 @@ def test_a_failed_study_still_writes_the_runs_whose_stages_all_finished(tmp_path
     assert (out / "fairness" / "lambda_wts=1" / "results.jsonl").exists()  # all its stages are cached
     assert not (out / "fairness" / "lambda_wts=3").exists()  # its WTS stages at λ_WTS = 3 never trained
     assert "wrote the 1 of 2 run folder(s)" in capsys.readouterr().err
+
+
+def test_a_cache_filled_at_another_thread_count_is_pointed_out(tmp_path):
+    """A CPU stage's key holds its thread count: the published study ran with --threads 1, and the same study file
+    without it planned every stage again (2 h) without a word about the 45 cached ones."""
+    from w2strust import api
+    from w2strust.experiment.plan import other_threads_hint
+
+    cache = tmp_path / "cache"
+    over = {k: v for k, v in TINY.items() if k != "preset"}
+    api.run("fairness", "smoke", overrides=over, out=tmp_path / "r", cache=cache, threads=1)
+    cfg = api.configure("fairness", "smoke", overrides=over)
+    hint = other_threads_hint([cfg], cache, 2)
+    assert hint and "trained with --threads 1" in hint and "add --threads 1" in hint
+    assert other_threads_hint([cfg], cache, 1) is None
+    text = api.study({"properties": ["fairness"], **TINY}, out=tmp_path / "s", cache=cache, threads=2, dry_run=True)
+    assert "add --threads 1" in text.splitlines()[-1]

@@ -10,6 +10,7 @@ of ``weak_tft`` and ``weak_wts_tft``, the strong ceiling of all three).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,26 @@ def select_ceiling(cfg: ExperimentConfig, prop: TrustProperty, stubs: list[dict[
     return result
 
 
+def other_threads_hint(cfgs: list[ExperimentConfig], cache: Path, threads: int) -> str | None:
+    """On the CPU a stage's key holds its thread count, so a cache filled with ``--threads 1`` serves nothing to a
+    run with 2 threads, which would train every stage again (hours for a study). Where the cache holds more of these
+    configs' stages under another count, one line saying which; else None (on a GPU the keys hold no count)."""
+    def cached(t: int) -> int:
+        names = {s.dirname for cfg in cfgs for s in _plan(StagePlanner(cfg, t))[0]}
+        return sum((Path(cache) / n / "meta.json").exists() for n in names)
+
+    if not Path(cache).is_dir():
+        return None
+    here = cached(threads)
+    best, t = max(((cached(t), t) for t in range(1, min(os.cpu_count() or 1, 64) + 1) if t != threads),
+                  default=(0, 0))
+    if best <= here:
+        return None
+    return (f"note: {Path(cache)} holds {best} of these stages trained with --threads {t} and {here} with "
+            f"{threads} thread(s), the count this run uses (a CPU stage's key holds it: the numbers depend on it); "
+            f"add --threads {t} to use them instead of training again")
+
+
 class Runner:
     """Plans one experiment and has its stages run by the scheduler; writes ``results.jsonl``."""
 
@@ -231,6 +252,9 @@ class Runner:
         todo = [s for s in stages if not (self.cache / s.dirname / "meta.json").exists()]
         if todo:  # a data file that cannot be read fails here, in one line, before any progress bar
             load_splits(self.cfg, self.planner.prop, todo[0].seed, todo[0].spec.get("data_files"))
+            hint = other_threads_hint([self.cfg], self.cache, self.options.stage_threads())
+            if hint:
+                print(hint, file=sys.stderr)
         tracker = tracking.open_tracker(self.cfg.log, self.out)  # a missing optional package stops us before training
         self.execute_all(stages, desc=f"{self.cfg.property} stages")
         # with the results, not before training: a run that stops early must not leave another run's

@@ -43,7 +43,7 @@ from ..errors import W2SError
 from ..io import atomic_write_json
 from ..report.study_report import write_study_reports
 from . import tracking
-from .plan import plan_jobs, write_results
+from .plan import other_threads_hint, plan_jobs, write_results
 
 STUDY_KEYS = ("properties", "preset", "models", "sweeps", "per_property")
 NOT_SWEPT = ("seeds", "strategies", "extra", "ceiling_lambdas")  # config values that are lists themselves
@@ -263,6 +263,10 @@ def run_study(runs: list[StudyRun], out: Path, cache: Path, options, study_file:
         tracking.open_tracker(kind, out)
     jobs, stubs = study_jobs(runs, options.stage_threads())
     write_index(out, study_file, runs, cache, {"total": len(jobs)})  # readable while the study runs
+    if any(not (cache / j.stage.dirname / "meta.json").exists() for j in jobs):
+        hint = other_threads_hint([r.cfg for r in runs], cache, options.stage_threads())
+        if hint:
+            print(hint, file=sys.stderr)
     try:
         trained = run_jobs(jobs, cache, options, log_path=out / "stages.log", desc="study")
     except BaseException:  # a stage failed, or Ctrl-C: the runs whose stages all trained still get their folders
@@ -334,7 +338,8 @@ def dry_run(runs: list[StudyRun], cache: Path, options=None) -> str:
         eta += f"; {unknown} stage(s) without a recorded similar stage)" if unknown else ")"
     head = (f"{len(runs)} run(s), {len(jobs)} unique stage(s): {n_cached} cached, {todo} to train. "
             f"Time left: {eta}.")
-    return "\n".join([head, *lines, head]) + "\n"
+    hint = other_threads_hint([r.cfg for r in runs], Path(cache), options.stage_threads()) if todo else None
+    return "\n".join([head, *lines, head, *([hint] if hint else [])]) + "\n"
 
 
 def _signature(spec: dict[str, Any], kind: str, coarse: bool) -> str:
