@@ -218,15 +218,18 @@ def other_threads_hint(cfgs: list[ExperimentConfig], cache: Path, threads: int) 
     """On the CPU a stage's key holds its thread count, so a cache filled with ``--threads 1`` serves nothing to a
     run with 2 threads, which would train every stage again (hours for a study). Where the cache holds more of these
     configs' stages under another count, one line saying which; else None (on a GPU the keys hold no count)."""
-    def cached(t: int) -> int:
-        names = {s.dirname for cfg in cfgs for s in _plan(StagePlanner(cfg, t))[0]}
-        return sum((Path(cache) / n / "meta.json").exists() for n in names)
+    def stages(t: int) -> list[Stage]:
+        return [s for cfg in cfgs for s in _plan(StagePlanner(cfg, t))[0]]
 
-    if not Path(cache).is_dir():
+    def cached(t: int) -> int:
+        return sum((Path(cache) / n / "meta.json").exists() for n in {s.dirname for s in stages(t)})
+
+    if not Path(cache).is_dir() or not any("cpu_threads" in s.spec for s in stages(threads)):
         return None
+    cores = os.cpu_count() or 1
+    counts = sorted({t for t in (1, 2, 4, 8, 16, 32, 64, cores) if t <= cores} - {threads})  # a few plans, not 64
     here = cached(threads)
-    best, t = max(((cached(t), t) for t in range(1, min(os.cpu_count() or 1, 64) + 1) if t != threads),
-                  default=(0, 0))
+    best, t = max(((cached(t), t) for t in counts), default=(0, 0))
     if best <= here:
         return None
     return (f"note: {Path(cache)} holds {best} of these stages trained with --threads {t} and {here} with "
