@@ -118,7 +118,12 @@ class TrustProperty:
         """The task metric recomputed from stored predictions on test rows ``idx`` (None: all of them), for the
         bootstrap CIs; None where the predictions cannot give it (then the seeds are resampled instead)."""
         prob, label = (preds["prob"], cols["label"]) if idx is None else (preds["prob"][idx], cols["label"][idx])
-        return float((prob.argmax(-1) == label).mean())
+        return float((self.predicted_class(prob) == label).mean())
+
+    @staticmethod
+    def predicted_class(prob: np.ndarray) -> np.ndarray:
+        """The class a classifier predicts from its probabilities (``task_value``; fairness: class 1 at p >= 0.5)."""
+        return prob.argmax(-1)
 
     def majority_rate(self, cols: dict[str, np.ndarray]) -> float | None:
         """The task metric of always predicting the most frequent class (None: the task has no classes)."""

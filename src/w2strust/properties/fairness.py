@@ -126,7 +126,3 @@ class Fairness(TrustProperty):
             return 0.0
         return float(abs(y_pred[g].mean() - y_pred[~g].mean()))
 
-    def task_value(self, preds, cols, idx):
-        prob, label = (preds["prob"], cols["label"]) if idx is None else (preds["prob"][idx], cols["label"][idx])
-        return float((self.predicted_class(prob) == label).mean())
-
