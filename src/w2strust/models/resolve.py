@@ -241,6 +241,13 @@ def _installed_versions(spec: ModelSpec) -> dict[str, str] | None:
     return {p: md.version(p) for p in spec.packages}
 
 
+def _from_other_versions(spec: ModelSpec, folder: Path) -> bool:
+    """The materialised ``folder`` records other package versions than the installed ones (an upgrade, or a folder
+    written before folders recorded them): its weights are not the installed packages'. False without the packages."""
+    installed = _installed_versions(spec)
+    return installed is not None and _recorded_versions(folder) != installed
+
+
 def _recorded_versions(folder: Path) -> dict[str, str] | None:
     try:
         return json.loads((folder / "w2strust.json").read_text())["packages"]
@@ -341,9 +348,8 @@ def availability(name: str) -> str:
             return "ready (HF cache)"
         return "missing: offline (HF_HUB_OFFLINE)" if _offline() else "downloaded on first use"
     folder = cache_root() / "models" / name
-    installed = _installed_versions(spec)
     if (folder / "config.json").exists():
-        if installed is not None and _recorded_versions(folder) != installed:
+        if _from_other_versions(spec, folder):
             return "installed (materialised again on first use: the folder is from other package versions)"
         return "ready (materialised)"
     if spec.base and (cache_root() / "models" / spec.base / "config.json").exists():
@@ -371,20 +377,16 @@ def model_path(name: str) -> str:
         return spec.hub_id
     if spec.source == "bundled":
         dest = cache_root() / "models" / name
-        installed = _installed_versions(spec)
-        # A folder materialised from other package versions (an upgrade, or one written before folders recorded
-        # them) is rebuilt: its weights are not the installed packages'. Without the packages, the folder is used.
-        stale = installed is not None and _recorded_versions(dest) != installed
-        if stale or not (dest / "config.json").exists():
+        # rebuilt from the installed packages where it was made from others; without the packages, used as it is
+        if _from_other_versions(spec, dest) or not (dest / "config.json").exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
             try:
                 if spec.base:  # a model derived from another bundled one (minilm-l1 from minilm-l3): start from it
                     shutil.copytree(model_path(spec.base), tmp, dirs_exist_ok=True)
                 spec.materialise(tmp)  # type: ignore[misc]
-                versions = installed or (_recorded_versions(cache_root() / "models" / spec.base) if spec.base else None)
                 (tmp / "w2strust.json").write_text(json.dumps({"name": name, "licence": spec.licence,
-                                                               "packages": versions}))
+                                                               "packages": bundled_versions(name)}))
                 if dest.exists():
                     shutil.rmtree(dest)
                 os.replace(tmp, dest)  # atomic: a killed materialisation leaves no half folder
