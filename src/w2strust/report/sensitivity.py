@@ -277,19 +277,19 @@ def study_curves(run_dirs: list[Path], out: Path) -> list[dict[str, Any]]:
     docs = []
     for prop in dict.fromkeys(r["flat"]["property"] for r in runs_all):
         runs = [r for r in runs_all if r["flat"]["property"] == prop]
-        for key in varied_keys(runs):
+        flat = {r["dir"]: r["flat"] for r in runs}
+        ignore, varied = not_settings(prop), varied_keys(runs)
+        for key in varied:
             groups: dict[str, list[Path]] = {}
             for r in runs:
-                rest = {k: v for k, v in r["flat"].items() if k not in not_settings(prop) and k != key}
+                rest = {k: v for k, v in r["flat"].items() if k not in ignore and k != key}
                 groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(r["dir"])
-            curves = [dirs for dirs in groups.values()
-                      if len({json.dumps(flatten(load_yaml(d / "config.yaml")).get(key)) for d in dirs}) > 1]
+            curves = [dirs for dirs in groups.values() if len({json.dumps(flat[d].get(key)) for d in dirs}) > 1]
             # several curves of one key (a grid of two settings): each is drawn at other values of the rest
-            others = [k for k in varied_keys(runs) if k != key]
+            others = [k for k in varied if k != key]
             for i, dirs in enumerate(curves):
                 target = Path(out) / prop / (f"{i + 1}" if len(curves) > 1 else "")
-                first = flatten(load_yaml(dirs[0] / "config.yaml"))
-                held = {k: first.get(k) for k in others} if len(curves) > 1 else {}
+                held = {k: flat[dirs[0]].get(k) for k in others} if len(curves) > 1 else {}
                 doc = write_curves(dirs, target, key, held)
                 doc["folder"] = str(target.relative_to(out))
                 docs.append(doc)
