@@ -221,15 +221,18 @@ def other_threads_hint(cfgs: list[ExperimentConfig], cache: Path, threads: int) 
     def stages(t: int) -> list[Stage]:
         return [s for cfg in cfgs for s in _plan(StagePlanner(cfg, t))[0]]
 
-    def cached(t: int) -> int:
-        return sum((Path(cache) / n / "meta.json").exists() for n in {s.dirname for s in stages(t)})
+    def cached(planned: list[Stage]) -> int:
+        return sum((Path(cache) / n / "meta.json").exists() for n in {s.dirname for s in planned})
 
-    if not Path(cache).is_dir() or not any("cpu_threads" in s.spec for s in stages(threads)):
+    if not Path(cache).is_dir():
+        return None
+    mine = stages(threads)
+    if not any("cpu_threads" in s.spec for s in mine):
         return None
     cores = os.cpu_count() or 1
     counts = sorted({t for t in (1, 2, 4, 8, 16, 32, 64, cores) if t <= cores} - {threads})  # a few plans, not 64
-    here = cached(threads)
-    best, t = max(((cached(t), t) for t in counts), default=(0, 0))
+    here = cached(mine)
+    best, t = max(((cached(stages(t)), t) for t in counts), default=(0, 0))
     if best <= here:
         return None
     return (f"note: {Path(cache)} holds {best} of these stages trained with --threads {t} and {here} with "
