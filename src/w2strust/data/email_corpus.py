@@ -15,6 +15,7 @@ import csv
 import email
 import json
 from functools import lru_cache
+from pathlib import Path
 
 from datasets import Dataset
 
@@ -52,14 +53,14 @@ def _clean(texts: list[str]) -> list[str]:
 def _load_offline(data_dir: str) -> tuple[str, ...]:
     """The offline pool, read once per version of its two files (a file replaced in the same process, a notebook's
     second run, is read again: the stage keys of that run name the new file)."""
-    paths = [locate(RAW, data_dir, None), locate(HAM, data_dir, None)]
-    return _read_offline(data_dir, tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in paths))
+    raw_path, ham_path = locate(RAW, data_dir, None), locate(HAM, data_dir, None)
+    version = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (raw_path, ham_path))
+    return _read_offline(raw_path, ham_path, version)
 
 
 @lru_cache(maxsize=4)
-def _read_offline(data_dir: str, version: tuple) -> tuple[str, ...]:
+def _read_offline(raw_path: Path, ham_path: Path, version: tuple) -> tuple[str, ...]:
     csv.field_size_limit(1 << 24)
-    raw_path, ham_path = locate(RAW, data_dir, None), locate(HAM, data_dir, None)
     with reading(raw_path, "Enron raw e-mail CSV (column 'message')"), \
             open(raw_path, newline="", encoding="utf-8", errors="replace") as f:
         raw = [_raw_to_text(r["message"]) for r in csv.DictReader(f)]
