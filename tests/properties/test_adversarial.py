@@ -99,6 +99,31 @@ def test_word_substitution_uses_neighbours_and_the_polarity_and_negation_guards(
     assert res.status == "success" and res.adv.split()[1] in {"fine", "nice"}
 
 
+
+
+def test_scalar_words_and_negations_are_neither_replaced_nor_used_as_replacements():
+    # the opposite pairs measured in mpnet-base's embeddings: none is labelled by SST-2's polarity lexicon
+    vocab = ["often", "rarely", "frequently", "somebody", "nobody", "someone", "before", "after", "prior",
+             "movie", "film"]
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(1, 16)) + 0.05 * rng.normal(size=(len(vocab), 16))  # every word close to every other
+    nb = EmbeddingNeighbours(vocab, emb, k=10, min_similarity=0.5, polarity={})
+    for word in ("often", "rarely", "somebody", "nobody", "before", "after"):
+        assert nb(word) == [], word  # not replaced
+    assert set(nb("movie")) == {"film", "prior"}  # and not used
+    # one sentence: wordsub leaves its only scalar word as it is, so nothing is left to attack
+    res = attack("often great", 1, toy_score, nb, "wordsub", np.random.default_rng(0), max_frac=1.0)
+    assert res.status != "success" and res.changed == []
+
+
+def test_charbug_leaves_stop_words_and_negations_alone():
+    rng = np.random.default_rng(0)
+    for word in ("not", "Not", "never", "nothing", "without", "hardly", "the", "with"):
+        assert char_candidates(word, rng) == [], word
+    assert char_candidates("great", rng)  # content words are still edited
+    res = attack("not never good", 1, toy_score, char_candidates, "charbug", np.random.default_rng(0),
+                 max_frac=1.0, max_words=3)
+    assert res.adv is not None and res.adv.split()[:2] == ["not", "never"]
 def test_adversarial_loss_mixes_clean_and_adversarial_terms_with_lambda():
     logits = {
         "text": torch.tensor([[2.0, -1.0], [0.5, 0.2]]),

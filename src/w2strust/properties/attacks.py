@@ -11,12 +11,14 @@ A sentence the surrogate already gets wrong is skipped (nothing to attack).
 Methods (each triplet keeps its ``method`` tag, like AdvGLUE++'s ``method`` field):
 - ``charbug`` (TextBugger / DeepWordBug-like, character level): inside a word, swap two neighbouring
   letters, delete a letter, or substitute a look-alike (o→0, l→1 …) or a neighbouring key. First
-  and last letters stay for swaps/deletions (TextBugger's readability rule); one edit per word.
+  and last letters stay for swaps/deletions (TextBugger's readability rule); one edit per word; stop words and
+  negations are not edited (TextBugger's rule for stop words).
 - ``wordsub`` (TextFooler-like, word level): replace a word with one of its nearest neighbours in a
   pretrained model's input-embedding space (cosine ≥ ``min_similarity``). Embedding neighbours
   include antonyms ("good" ~ "bad"), which would change the label, so a polarity guard keeps a
   candidate only if it has the same sentiment polarity (positive / negative / none) as the word,
-  read from SST-2's single-word phrases (a labelled sentiment lexicon that ships with the data).
+  read from SST-2's single-word phrases (a labelled sentiment lexicon that ships with the data). Negations and
+  scalar words (often ~ rarely, somebody ~ nobody, before ~ after) are neither replaced nor used (``SCALAR_WORDS``).
 
 The edit budget is a number of words: ``max(1, min(max_words, round(max_frac · n_words)))``.
 Candidate sampling is seeded per sentence, so a run is deterministic for a seed.
@@ -49,6 +51,26 @@ been being it its this that these those he she they we you i me him her them us 
 nor so than too very can will would should could do does did has have had what which who whom whose when where
 why how all any each both few more most other some such only own same just also there here then once again
 's n't""".split())
+# Words whose edit can reverse a sentence's meaning while keeping its sentiment words: negations, and the scalar
+# words of quantity, frequency, degree, order and direction. Embedding neighbours pair them with their opposites
+# (measured in mpnet-base's input embeddings at cosine >= 0.4: often ~ rarely, somebody ~ nobody, everyone ~ nobody,
+# before ~ after, up ~ down, last ~ next, partly ~ mostly, somewhat ~ considerably, neither ~ either), and SST-2's
+# polarity lexicon does not label them, so the polarity guard lets them through. wordsub neither replaces them nor
+# uses them as replacements; charbug leaves the negations alone, like the stop words (TextBugger does not edit stop
+# words; "not" -> "mot" or "nit" reads as another word). Generator version 5.
+NEGATIONS = frozenset("""not no nor never none nobody nothing nowhere neither without cannot cant can't won't don't
+doesn't didn't isn't wasn't aren't weren't hardly barely scarcely seldom rarely lack lacks lacking lacked""".split())
+SCALAR_WORDS = NEGATIONS | frozenset("""every everyone everybody everything everywhere some someone somebody something
+somewhere any anyone anybody anything anywhere all each both either few fewer many much more most less least several
+lots lot plenty enough little numerous countless always often usually sometimes occasionally frequently regularly
+routinely constantly typically commonly normally generally invariably periodically ever sometime very too quite
+rather somewhat slightly mildly fairly relatively reasonably considerably significantly substantially highly
+extremely utterly totally completely entirely fully wholly altogether absolutely partly partially largely mainly
+mostly primarily predominantly principally chiefly solely exclusively purely merely only just even still almost
+nearly virtually practically roughly approximately before after first last next previous earlier later early late
+up down high higher low lower top bottom over under above below inside outside in out on off""".split())
+CHARBUG_KEEPS = STOPWORDS | NEGATIONS  # words charbug does not edit
+WORDSUB_KEEPS = STOPWORDS | SCALAR_WORDS  # words wordsub neither replaces nor uses
 
 
 @dataclass
@@ -71,7 +93,7 @@ def edit_budget(n_words: int, max_frac: float, max_words: int) -> int:
 
 def char_candidates(word: str, rng: np.random.Generator, k: int = 12) -> list[str]:
     """Up to ``k`` one-edit character perturbations of ``word`` (letters-only words of 3+ characters)."""
-    if len(word) < 3 or not word.isalpha():
+    if len(word) < 3 or not word.isalpha() or word.lower() in CHARBUG_KEEPS:
         return []
     out: set[str] = set()
     for i in range(1, len(word) - 2):  # swap inner neighbours (first and last letter stay)
@@ -105,8 +127,8 @@ class EmbeddingNeighbours:
         self.k, self.min_similarity = k, min_similarity
         self.polarity = polarity or {}
         self.index = {w: i for i, w in enumerate(vocab)}
-        # Candidates: whole alphabetic words (no WordPiece continuations, no stop words).
-        self.words = [w for w in vocab if w.isalpha() and len(w) > 1 and w not in STOPWORDS]
+        # Candidates: whole alphabetic words (no WordPiece continuations, no stop words, no scalar words).
+        self.words = [w for w in vocab if w.isalpha() and len(w) > 1 and w not in WORDSUB_KEEPS]
         keep = np.asarray([self.index[w] for w in self.words])
         unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         self.unit, self.cand_unit = unit, unit[keep]
@@ -119,7 +141,7 @@ class EmbeddingNeighbours:
         return self._cache[key]
 
     def _neighbours(self, word: str) -> list[str]:
-        if word not in self.index or word in STOPWORDS or not word.isalpha():
+        if word not in self.index or word in WORDSUB_KEEPS or not word.isalpha():
             return []
         sims = self.cand_unit @ self.unit[self.index[word]]
         out = []
