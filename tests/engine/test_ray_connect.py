@@ -120,3 +120,19 @@ def test_sigterm_while_connecting_exits_143_at_once(hanging_ray, silent_port, tm
     assert proc.returncode == 143, err
     assert time.time() - started < 5, "SIGTERM waited for the connection attempt"
     assert err.strip().splitlines()[-1].startswith("w2strust: terminated"), err
+
+
+def test_a_cluster_whose_gpus_a_cpu_driver_cannot_use_is_named(monkeypatch):
+    from types import SimpleNamespace
+
+    from w2strust.engine import scheduler
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    auto, cpu = SimpleNamespace(device="auto"), SimpleNamespace(device="cpu")
+    note = scheduler.unused_cluster_gpus(4.0, [auto])
+    assert note and "4 GPU(s)" in note and "start the study on a node that has one" in note
+    assert scheduler.unused_cluster_gpus(0.0, [auto]) is None  # no GPUs to waste
+    assert scheduler.unused_cluster_gpus(4.0, [cpu]) is None  # CPU asked for
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    assert scheduler.unused_cluster_gpus(4.0, [auto]) is None  # this machine plans CUDA stages

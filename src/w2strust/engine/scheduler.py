@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -221,6 +222,16 @@ def _wants_cuda(cfgs: list) -> bool:
                                              for c in cfgs)
 
 
+def unused_cluster_gpus(cluster_gpus: float, cfgs: list) -> str | None:
+    """A line for a Ray cluster whose GPUs the study will not use: the stages (their device, precision and so their
+    keys) are planned on the machine that starts the study, and ``device: auto`` there, without a GPU, means CPU."""
+    if cluster_gpus <= 0 or _wants_cuda(cfgs) or not any(c.device == "auto" for c in cfgs):
+        return None
+    return (f"w2strust: the Ray cluster has {cluster_gpus:g} GPU(s), but this machine, where the stages are planned, "
+            "has none: they run on the cluster's CPUs. To use the GPUs, start the study on a node that has one "
+            "(with --ray-address HEAD:PORT); --device cpu silences this")
+
+
 def _worker_gpus(cfgs: list) -> list[int]:
     """The GPUs local workers spread over: the ones the runs name (``--device cuda:1``: that GPU, not GPU 0 and the
     rest of the machine's), else every GPU here."""
@@ -356,6 +367,8 @@ class RayExecutor:
         gpus = ray.cluster_resources().get("GPU", 0)
         # as the plan resolved the device, here (its key depends on it): a head without a GPU plans CPU stages
         wants_gpu = gpus > 0 and _wants_cuda(cfgs)
+        if note := unused_cluster_gpus(gpus, cfgs):
+            print(note, file=sys.stderr)
         self.device = "cuda" if wants_gpu else "cpu"
         self.task = ray.remote(run_in_ray_task).options(
             num_cpus=self.threads, num_gpus=(1.0 / options.per_gpu) if wants_gpu else 0,
