@@ -338,16 +338,26 @@ def test_an_interrupted_build_of_the_set_resumes_where_it_stopped_and_gives_the_
     assert "1 unfinished build(s) of other settings keep 1 MB" in capsys.readouterr().err
 
 
-def test_only_advglue_plus_plus_runs_carry_the_split_by_clean_text_in_their_keys():
-    """The generated set splits row for row as before (its keys and published results stand); AdvGLUE++'s split
-    changed, so its stage keys say so."""
-    from w2strust.config.build import build_config
-    from w2strust.properties import get
+def test_a_sentence_sst2_holds_twice_stays_in_one_part_of_the_generated_set(monkeypatch, data_dir):
+    """SST-2 repeats some sentences (7 of the 5,420 the quick preset attacks): the generated set has one row per
+    SST-2 row, and until generator version 5 it was split by that row, so a test sentence could be a training one."""
+    from datasets import Dataset
 
-    prop = get("adversarial")
-    assert prop.semantics(build_config("adversarial", "quick")) == prop.key_extra
-    plus = build_config("adversarial", "quick", overrides={"extra": {"source": "advglue++"}})
-    assert prop.semantics(plus) == {**prop.key_extra, "split": "by clean text"}
+    from w2strust.properties import adversarial
+
+    n = 60
+    texts = [f"sentence {i % 20} is fine" for i in range(n)]  # every text three times, under three sources
+    rows = Dataset.from_dict({"text": texts, "text_adv": [t.replace("fine", "f1ne") for t in texts],
+                              "label": [i % 2 for i in range(n)], "method": ["charbug"] * n, "task": ["sst2"] * n,
+                              "source": list(range(n)), "words_changed": [1] * n, "status": ["success"] * n})
+    stats = {"triplets": n, "attacked": n, "surrogate": "mpnet-base", "per_method": {}}
+    monkeypatch.setattr(adversarial, "generated_sst2", lambda *a, **k: (rows, stats))
+    cfg = build_config("adversarial", "smoke", overrides={"data": {"data_dir": data_dir}})
+    splits = adversarial.AdversarialRobustness().load_splits(cfg, seed=0)
+    parts = [set(d["text"]) for d in (splits.weak, splits.wts, splits.test)]
+    assert not (parts[0] & parts[2]) and not (parts[1] & parts[2]) and not (parts[0] & parts[1])
+    assert sum(len(d) for d in (splits.weak, splits.wts, splits.test)) == n  # every row is in a part
+    assert adversarial.AdversarialRobustness.key_extra["split"] == "by clean text"  # in every stage key
 
 
 def test_a_cached_set_built_from_other_sst2_data_is_not_taken_for_this_data(tmp_path, monkeypatch, data_dir):

@@ -64,8 +64,7 @@ class StagePlanner:
                 # changes the greedy continuations of the attacks. A classifier's predictions do not depend on it
                 # (rows batched by length, padding masked: identical bit for bit at 7 and 64 rows per batch).
                 spec["eval_batch_size"] = cfg.eval_batch_size
-            semantics = prop.semantics(cfg)
-            self._data = {**spec, "semantics": semantics} if semantics else spec
+            self._data = {**spec, "semantics": prop.key_extra} if prop.key_extra else spec
         return self._data
 
     def loop(self, aux: bool = False) -> dict[str, Any]:

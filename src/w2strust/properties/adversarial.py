@@ -59,11 +59,10 @@ def mix_loss(clean, adv, lam: float):
 
 
 def split_by_source(texts: list[str], tasks: list[str], seed: int) -> list[list[int]]:
-    """Row indices of D_W, D_WTS and D_T: 40/40/20 of each task's distinct sources (``texts``: the clean text, or
-    an id of the source sentence), every row of a source in one part. AdvGLUE++ attacks each source sentence with
-    several methods (and source models): a split by row put the same clean sentence in D_W and D_T (clean accuracy
-    measured on training rows, adversarial accuracy on variants of them). With one row per source (the offline
-    generator) it is the split by row."""
+    """Row indices of D_W, D_WTS and D_T: 40/40/20 of each task's distinct clean ``texts``, every row of a text in
+    one part. AdvGLUE++ attacks each source sentence with several methods (and source models), and SST-2 holds some
+    sentences twice: a split by row put the same clean sentence in D_W and D_T (clean accuracy measured on training
+    rows, adversarial accuracy on variants of them)."""
     parts: list[list[int]] = [[], [], []]
     rng = np.random.default_rng(seed)
     tasks_a = np.asarray(tasks)
@@ -93,7 +92,9 @@ class AdversarialRobustness(TrustProperty):
     extra_options = DEFAULTS
     # in every stage key: the generator's version (a change to its defaults or attacks must not reuse models trained
     # on the previous set; the set's own cache folder is keyed by all its settings)
-    key_extra = {"generator": GENERATOR_VERSION}
+    # "split": the rows of one clean text in one part (until generator version 5 the generated set was split by its
+    # source SST-2 row, so SST-2's repeated sentences could be in D_W and D_T)
+    key_extra = {"generator": GENERATOR_VERSION, "split": "by clean text"}
     description = ("(clean, adversarial) triplets: SST-2 attacked offline (charbug, wordsub) or AdvGLUE++; "
                    "clean/adversarial mixed loss; clean, adversarial and AdvGLUE-dev accuracy")
     _announced: set[str] = set()
@@ -178,13 +179,6 @@ class AdversarialRobustness(TrustProperty):
                       ("sst2/glue/train.tsv", None, True)]
         return files
 
-    def semantics(self, cfg):
-        # AdvGLUE++ is split by clean text since a clean sentence attacked by several methods was in D_W and D_T;
-        # the generated set's split is unchanged (one row per SST-2 sentence, grouped by that row), so are its keys
-        if settings(cfg)["source"] == "advglue++":
-            return {**self.key_extra, "split": "by clean text"}
-        return self.key_extra
-
     def load_splits(self, cfg, seed: int) -> Splits:
         s = settings(cfg)
         self._set_labels(s)
@@ -196,11 +190,9 @@ class AdversarialRobustness(TrustProperty):
             prec = for_task(cfg.precision, self.task, resolve_device(cfg.device))
             triplets, stats = generated_sst2(data_dir, s, cfg.device, prec)
             self._announce(stats)
-        # a source sentence's rows stay in one part: AdvGLUE++'s rows of one clean text (one per attack method);
-        # the generated set's one row per SST-2 row (its 7 sentences that SST-2 holds twice stay two sources, as in
-        # the OOD property's SST-2 splits: docs/adversarial.md)
-        sources = triplets["text"] if s["source"] == "advglue++" else [str(i) for i in triplets["source"]]
-        parts = split_by_source(list(sources), list(triplets["task"]), seed)
+        # the rows of one clean text stay in one part: AdvGLUE++'s (one per attack method) and the generated set's
+        # sentences that SST-2 holds twice (7 of the 5,420 attacked; docs/adversarial.md)
+        parts = split_by_source(list(triplets["text"]), list(triplets["task"]), seed)
         # training pairs: the attacks that flipped the surrogate; the test set: every sentence of its partition
         # (a failed or skipped attack keeps its partial or clean text), so the surrogate selects no test row
         success = np.asarray(triplets["status"]) == "success" if "status" in triplets.column_names else \

@@ -68,11 +68,6 @@ class TrustProperty:
     def load_splits(self, cfg, seed: int) -> Splits:
         raise NotImplementedError
 
-    def semantics(self, cfg) -> dict[str, Any]:
-        """What goes into every stage key of a run of ``cfg`` beyond its settings: ``key_extra``, and what a
-        property adds for some configs only (adversarial: how AdvGLUE++ is split)."""
-        return self.key_extra
-
     def data_files(self, cfg) -> list[tuple[str, str | None, bool]]:
         """Every file ``load_splits`` reads, as (path inside a data folder, download URL or None, required):
         their sizes and hashes go into every stage key (``data/fingerprint.py``), so a changed file retrains."""
