@@ -112,8 +112,8 @@ class AdversarialRobustness(TrustProperty):
                                      surrogate_train=dict(lr=2e-4, epochs=1, batch_size=32, max_length=48))),
             # One seed of the bundled pair (docs/adversarial.md gives the measured time: the generated set takes ~1 h
             # of 2 CPU cores, once; it is cached, shared by every later run, and resumes after a kill). Every
-            # sentence not used by the surrogate is attacked (5,420): 1,994 succeed (version 4, measured), about 800
-            # per training partition: 8 / 6 epochs give the weak / strong stages ~200 / ~150 optimizer steps.
+            # sentence not used by the surrogate is attacked (5,420): 1,886 succeed (version 5, measured), about 755
+            # per training partition: 8 / 6 epochs give the weak / WTS stages ~190 / ~145 optimizer steps.
             # The weak model is minilm-l1 (minilm-l3's first layer), as in OOD: minilm-l3 -> minilm-l6 missed the
             # 3-point gap by 0.3 points on one seed of three under No TFT (README "Measured", commit 642f725). At 4
             # epochs minilm-l1 learned little on one seed (60.7% clean), and its students, trained on near-chance soft
@@ -126,7 +126,7 @@ class AdversarialRobustness(TrustProperty):
                           data=dict(n_weak=100_000, n_wts=100_000, n_test=0), eval_batch_size=128,
                           extra=dict(n_surrogate=1500, n_attack=5420)),
             # The bundled pair on every offline sentence: the surrogate's 1,500 and all 5,420 others attacked
-            # (1,994 successful triplets; D_T is every sentence of its 20%, ~1,080: a standard error of ≈ 1.3
+            # (1,886 successful triplets; D_T is every sentence of its 20%, ~1,080: a standard error of ≈ 1.3
             # points), 3 seeds, the ceiling's λ by rule. For a GPU without the Hub: on the CPU the mpnet-base
             # surrogate attacks 1.6-1.7 sentences/s on 2 threads (measured, AMD EPYC), ~1 h before any model trains.
             "full": dict(weak_model="minilm-l1", strong_model="minilm-l6", seeds=[0, 1, 2],
