@@ -8,7 +8,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from w2strust.config.build import build_config
 from w2strust.data.sst2 import BASE_STYLE, load_ood_styles
-from w2strust.properties.ood import OODRobustness, embedding_noise, id_splits
+from w2strust.properties.ood import OODRobustness, distinct_phrases, embedding_noise, id_splits
 
 
 def _tiny_bert() -> BertForSequenceClassification:
@@ -68,6 +68,25 @@ def test_id_splits_follow_the_paper_and_are_disjoint():
         id_splits(pool, seed=3)[1]["text"] == val["text"]
         and id_splits(pool, seed=4)[1]["text"] != val["text"]
     )
+
+
+def test_distinct_phrases_keeps_each_phrase_once_and_drops_those_with_two_labels():
+    pool = Dataset.from_dict({"text": ["a fine film", "dull", "A  fine film ", "mixed", "mixed", "dull"],
+                              "label": [1, 0, 1, 1, 0, 0]})
+    assert distinct_phrases(pool)["text"] == ["a fine film", "dull"]
+
+
+def test_no_d_t_phrase_is_also_a_training_phrase(data_dir):
+    """GLUE SST-2 train holds 371 phrases twice; split by row, some landed in D_T and in D_W or D_WTS."""
+    cfg = build_config("ood", "full", overrides={"data": {"data_dir": data_dir, "n_weak": 1_000_000}})
+    splits = OODRobustness().load_splits(cfg, seed=1)
+
+    def norm(d):
+        return {" ".join(t.lower().split()) for t in d["text"]}
+
+    train = norm(splits.weak) | norm(splits.wts)
+    assert len(splits.weak) + len(splits.wts) + len(splits.test) == len(train) + len(norm(splits.test))
+    assert not norm(splits.test) & train
 
 
 def test_ood_styles_are_aligned_by_id(data_dir):

@@ -9,7 +9,7 @@ is ~4% of it; another model's may be ten times larger or smaller); a relative σ
 signal-to-noise ratio for weak, WTS and ceiling. ``docs/ood.md`` gives the default λ and the sweep
 it was chosen from.
 
-Data (paper Appendix C.3): ID = GLUE SST-2 train minus the sentences the OOD set was made from;
+Data (paper Appendix C.3): ID = GLUE SST-2 train minus the sentences the OOD set was made from, each phrase once;
 a seeded half of it is split 95/5 into train (D_W) and ID validation (D_T, ``task_accuracy``),
 the other half is the held-out pool that the weak model labels (D_WTS). OOD test = 872 SST-2 dev
 sentences in 10 styles, all styles of a sentence kept together (``data.n_test`` subsamples sentences).
@@ -67,6 +67,20 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def distinct_phrases(pool: Dataset) -> Dataset:
+    """Each phrase of ``pool`` once (after lower-casing and whitespace normalisation), in first-seen order.
+
+    GLUE SST-2 train holds 371 phrases twice; split by row, a D_T phrase could also be a training phrase. The 5 of
+    them held with both labels have no ground truth and are dropped."""
+    first: dict[str, int] = {}
+    labels: dict[str, set[int]] = {}
+    for i, (text, label) in enumerate(zip(pool["text"], pool["label"], strict=True)):
+        key = _norm(text)
+        first.setdefault(key, i)
+        labels.setdefault(key, set()).add(int(label))
+    return pool.select([i for key, i in first.items() if len(labels[key]) == 1])
+
+
 def id_splits(pool: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
     """(train, ID validation, held-out) of the ID pool, disjoint by row, as in the paper (50% · 95/5, 50%)."""
     order = np.random.default_rng(seed).permutation(len(pool))
@@ -81,7 +95,8 @@ class OODRobustness(TrustProperty):
     higher_is_better = True
     lambda_meaning = "std of the Gaussian noise on the input embeddings, relative to their RMS"
     # λ used to be an absolute std: the key changes with the meaning, so no cached model is reused wrongly.
-    key_extra = {"noise": "relative to embedding RMS"}
+    # "pool": the ID pool holds each phrase once since 2026-12-05 (before, split by row, repeats could cross parts).
+    key_extra = {"noise": "relative to embedding RMS", "pool": "distinct phrases"}
     lambda_grid = (0.0, 0.1, 0.3, 1.0)
     description = ("SST-2 (ID) vs DecodingTrust style-transfer SST-2 (OOD, 10 styles); embedding-noise "
                    "regulariser; ID and OOD accuracy")
@@ -138,7 +153,7 @@ class OODRobustness(TrustProperty):
         # the filter keeps that true for any other copy of the data).
         sources = {_norm(t) for t in styles[BASE_STYLE]["text"]}
         phrases = load_sst2_phrases(data_dir)
-        pool = phrases.filter(lambda t: _norm(t) not in sources, input_columns="text")
+        pool = distinct_phrases(phrases.filter(lambda t: _norm(t) not in sources, input_columns="text"))
         train, val, held = id_splits(pool, seed)
         n_ids = len(styles[BASE_STYLE])
         keep = np.arange(n_ids) if cfg.data.n_test <= 0 or cfg.data.n_test >= n_ids else \
