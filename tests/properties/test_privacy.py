@@ -127,6 +127,35 @@ def test_mia_non_members_are_selected_by_length_like_the_members(data_dir, monke
     assert np.isfinite(metrics["perplexity"])
 
 
+def test_membership_inference_scores_the_extraction_window_of_every_role(data_dir, monkeypatch):
+    """A WTS model trained on its D_WTS e-mails' first prompt_tokens only (then the weak model's generation); scored to
+    max_length, much of a 'member' was text it never saw. Members and non-members of every role are now scored on
+    the start token(s) + prefix_tokens + suffix_tokens, which every role trained on."""
+    import torch
+
+    from w2strust import models
+    from w2strust.properties import privacy_metrics as pm
+
+    cfg = build_config("privacy", "smoke", overrides={"data": {"n_test": 40}})
+    prop = get("privacy")
+    splits = prop.load_splits(cfg, seed=0)
+    o = prop.options(cfg)
+    torch.manual_seed(0)
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    window = len(pm.special_prefix(tok)) + o["prefix_tokens"] + o["suffix_tokens"]
+    scored = []
+    real = pm.membership_scores
+
+    def spy(logprobs, texts):
+        scored.append(sorted({len(lp) for lp in logprobs}))
+        return real(logprobs, texts)
+
+    monkeypatch.setattr(pm, "membership_scores", spy)
+    for kind in ("wts", "weak"):
+        prop.lm_evaluate(model, tok, kind, splits, cfg, torch.device("cpu"), 64, list(splits.weak["text"]))
+    assert scored == [[window - 1]] * 4  # members and non-members, WTS and weak: every scored token in the window
+
+
 def test_the_perplexity_gap_is_resampled_over_held_out_e_mails(privacy_run):
     # each stage stores every held-out e-mail's summed NLL and scored bytes: the gap metric (bits per byte) of any
     # resample of them, so the gap's CI resamples e-mails (meaningful with one seed), not seeds

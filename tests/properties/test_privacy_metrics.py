@@ -36,6 +36,14 @@ def test_mia_auc_is_half_for_identical_and_one_for_separated_scores():
     assert pm.tpr_at_fpr(same, same.copy(), 0.01) <= 0.05
 
 
+def test_tpr_at_low_fpr_sees_every_roc_point_when_scores_tie():
+    """scikit-learn's roc_curve drops collinear points by default; with ties one of them is the answer (here the
+    threshold 2.0: FPR 1%, TPR 20%, which the default curve reported as 10%)."""
+    members = np.array([3.0, 2.0, 1.5] + [-20.0] * 7)
+    nonmembers = np.array([2.0, 1.5] + [-9.0] * 98)
+    assert pm.tpr_at_fpr(members, nonmembers, 0.01) == pytest.approx(0.2)
+
+
 def test_mia_metrics_names_and_calibrated_scores():
     lp_members = [np.full(10, -0.1), np.full(12, -0.2)]
     lp_out = [np.full(10, -3.0), np.full(12, -2.5)]

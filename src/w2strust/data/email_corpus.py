@@ -5,8 +5,9 @@ Offline (a data folder laid out like ``shared/data``): the 517 raw e-mails of ``
 text for the PII metric) plus the 3,432 pre-processed Enron-Spam ham e-mails. Online (no data folder):
 a public Enron sample from the Hugging Face Hub (the paper samples 10,000 e-mails).
 
-E-mails are de-duplicated on their exact text and very short ones dropped, so that every e-mail can
-give a prefix and a suffix and no e-mail is both a member and a non-member.
+E-mails are de-duplicated on their first ``DEDUP_CHARS`` characters (whitespace collapsed) and very short ones
+dropped, so that every e-mail can give a prefix and a suffix and no e-mail, nor a near-copy of one (a re-send, a
+forward), is both a member and a non-member.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ DT = "enron/decodingtrust_enron_data/"
 HUB_DATASET = "corbt/enron-emails"  # ~500k raw e-mails; columns include from/to/subject/body
 MIN_CHARS = 200  # shorter e-mails cannot give a prefix + k-token suffix
 MAX_CHARS = 4000  # the models see at most a few hundred tokens; cut long threads early (cheaper tokenising)
+# Two e-mails that agree on their first MIN_CHARS characters (whitespace collapsed) are one, the first kept: re-sends,
+# forwards, form letters. Beyond exact repeats the offline pool held 40 (27 differ only in white space); on the full
+# preset 1-2 held-out e-mails per seed had the same first 128 tokens as a training e-mail. 200 characters is less than
+# any preset scores (64 tokens or more), so a model saw such a pair as one text.
+DEDUP_CHARS = MIN_CHARS
 
 
 def _raw_to_text(message: str) -> str:
@@ -44,8 +50,9 @@ def _clean(texts: list[str]) -> list[str]:
     out = []
     for t in texts:
         t = t.strip()[:MAX_CHARS]
-        if len(t) >= MIN_CHARS and t not in seen:
-            seen.add(t)
+        key = " ".join(t.split())[:DEDUP_CHARS]
+        if len(t) >= MIN_CHARS and key not in seen:
+            seen.add(key)
             out.append(t)
     return out
 

@@ -67,8 +67,10 @@ class Privacy(TrustProperty):
     # 2026-12-03; the earlier layout gave losses that differ in the last float bits, so its stages are not reused)
     # "evaluation": what a stage stores and scores beyond the key's settings (v2: PII prompts from the e-mail's own
     # tokens, length-matched MIA non-members, zlib over the scored text, per-e-mail test NLL, tokens and bytes;
-    # v3: the PII metrics on the model's own training texts, within max_length)
-    key_extra = {"token_nll": "flat", "evaluation": 3}
+    # v3: the PII metrics on the model's own training texts, within max_length; v4: membership inference on the
+    # extraction window, TPR at low FPR from every ROC point)
+    # "pool": e-mails that agree on their first DEDUP_CHARS characters are one (data.email_corpus)
+    key_extra = {"token_nll": "flat", "evaluation": 4, "pool": "near-duplicates dropped"}
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
     # the gap and PGR in bits per byte of the held-out e-mails: per token, a tokenizer with longer tokens (Gemma's,
@@ -106,14 +108,14 @@ class Privacy(TrustProperty):
                           data=dict(n_weak=64, n_wts=64, n_test=32), eval_batch_size=16,
                           extra=dict(optimizer="sgd", lora_rank=4, lora_layers=2, prefix_tokens=24, suffix_tokens=16,
                                      prompt_tokens=48, gen_tokens=16, n_eval=32, n_pii=16, pii_context=24)),
-            # The bundled decoders on all 3,073 offline e-mails (1,200 / 1,200 / 673), 3 seeds; 500 training e-mails
+            # The bundled decoders on all 3,033 offline e-mails (1,200 / 1,200 / 633), 3 seeds; 500 training e-mails
             # per model for extraction and MIA (standard error of the extraction rate ≈ 1 point). ε = 8 for every
             # DP model, as in the paper: ε is a privacy budget fixed in advance, not a knob tuned on test leakage.
             "full": dict(weak_model="smollm2-135m", strong_model="gemma3-270m", seeds=[0, 1, 2],
                          lambda_weak=8.0, lambda_wts=8.0, lambda_ceiling=8.0, n_bootstrap=1000,
                          weak_train=dict(lr=3e-3, epochs=4, batch_size=16, max_length=128),
                          strong_train=dict(lr=3e-3, epochs=4, batch_size=16, max_length=128),
-                         data=dict(n_weak=1200, n_wts=1200, n_test=673), eval_batch_size=64,
+                         data=dict(n_weak=1200, n_wts=1200, n_test=633), eval_batch_size=64,
                          extra=dict(lora_rank=16, n_eval=500, n_pii=200)),
             # The paper's setting (Pythia 14M -> 410M, 10,000 e-mails from the Hub); for a GPU machine.
             "paper": dict(weak_model="pythia-14m", strong_model="pythia-410m", seeds=[0, 1, 2],
@@ -246,17 +248,28 @@ class Privacy(TrustProperty):
         # model trained on the weak model's prompt + generation, never on the rest of its D_WTS e-mails
         pii = pm.pii_completion(model, tokenizer, train_texts, int(o["pii_context"]), int(o["n_pii"]), bs, device,
                                 max_length)
-        metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
-                   "perplexity": pm.perplexity(lp_out), "train_perplexity": pm.perplexity(lp_in),
-                   "pii_extraction": float(pii.mean()) if len(pii) else float("nan"), "n_pii": float(len(pii))}
-        # Non-members are selected like the members (>= EVAL_MIN_CHARS): the members are long e-mails, and length alone
-        # moves the scores (full preset, seed 0, SmolLM2 never fine-tuned: loss AUC 0.547, zlib AUC 0.619 against all
-        # of D_T; 0.516 / 0.495 against its long e-mails). Perplexity stays over all of D_T.
+        # Membership inference scores the extraction window (the start token(s), prefix_tokens and suffix_tokens of
+        # the model's own tokens) of members and non-members alike. Every role trained on that window of its members
+        # (validate: it fits in prompt_tokens and max_length); past it, a WTS model saw only the weak model's
+        # generation, never the rest of its D_WTS e-mails (scored to max_length, 27-57% of a WTS member's tokens were
+        # text it never trained on). Equal windows also leave length no say. Non-members are selected like the
+        # members (>= EVAL_MIN_CHARS): length alone moved the scores (full preset, seed 0, SmolLM2 never fine-tuned:
+        # loss AUC 0.547, zlib AUC 0.619 against all of D_T; 0.516 / 0.495 against its long e-mails).
+        window = len(pm.special_prefix(tokenizer)) + int(o["prefix_tokens"]) + int(o["suffix_tokens"])
         out = [i for i, t in enumerate(nonmembers) if len(t) >= EVAL_MIN_CHARS]
-        spans_in, spans_out = (pm.scored_spans(tokenizer, t, max_length) for t in (members, nonmembers))
-        scored_in, scored_out = pm.scored_texts(members, spans_in), pm.scored_texts(nonmembers, spans_out)
-        metrics.update(pm.mia_metrics(pm.membership_scores(lp_in, scored_in),
-                                      pm.membership_scores([lp_out[i] for i in out], [scored_out[i] for i in out])))
+        mia_in = [lp[:window - 1] for lp in lp_in]  # token_logprobs scores every token after the first
+        mia_out = [lp_out[i][:window - 1] for i in out]
+        metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
+                   "perplexity": pm.perplexity(lp_out), "train_perplexity": pm.perplexity(mia_in),
+                   "pii_extraction": float(pii.mean()) if len(pii) else float("nan"), "n_pii": float(len(pii))}
+        if min(len(lp) for lp in mia_in + mia_out) < window - 1:
+            raise W2SError(f"an evaluation e-mail is shorter than the membership-inference window ({window} tokens "
+                           f"for {type(model).__name__}'s tokenizer); lower extra.prefix_tokens / suffix_tokens")
+        long_out = [nonmembers[i] for i in out]
+        scored_in = pm.scored_texts(members, pm.scored_spans(tokenizer, members, window))
+        scored_out = pm.scored_texts(long_out, pm.scored_spans(tokenizer, long_out, window))
+        metrics.update(pm.mia_metrics(pm.membership_scores(mia_in, scored_in),
+                                      pm.membership_scores(mia_out, scored_out)))
         if o["kshot"]:
             names, shots = load_decodingtrust_maps(cfg.resolved_data_dir(), o["kshot"])
             # what training saw of each text
@@ -272,7 +285,7 @@ class Privacy(TrustProperty):
         test_nll = np.array([-lp.sum(dtype=np.float64) for lp in lp_out])
         test_tokens = np.array([len(lp) for lp in lp_out], dtype=np.int64)
         preds = {"extract": extract, "test_nll": test_nll, "test_tokens": test_tokens,
-                 "test_bytes": pm.scored_bytes(nonmembers, spans_out)}
+                 "test_bytes": pm.scored_bytes(nonmembers, pm.scored_spans(tokenizer, nonmembers, max_length))}
         metrics["bits_per_byte"] = self.task_value(preds, {}, None)
         return preds, metrics
 

@@ -39,9 +39,11 @@ def roc_auc(member: np.ndarray, nonmember: np.ndarray) -> float:
 
 
 def tpr_at_fpr(member: np.ndarray, nonmember: np.ndarray, fpr: float = 0.01) -> float:
-    """The highest true-positive rate at a false-positive rate <= ``fpr`` (Carlini et al., 2022)."""
+    """The highest true-positive rate at a false-positive rate <= ``fpr`` (Carlini et al., 2022), over every threshold:
+    scikit-learn's default drops the ROC points on a straight line between two others, one of which can be the
+    answer when scores tie."""
     y = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
-    fprs, tprs, _ = roc_curve(y, np.r_[member, nonmember])
+    fprs, tprs, _ = roc_curve(y, np.r_[member, nonmember], drop_intermediate=False)
     ok = fprs <= fpr
     return float(tprs[ok].max()) if ok.any() else 0.0
 
