@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import W2SError
+from .errors import Terminated, W2SError, forget_signals, on_signal
 
 # Exit codes: 0 success; 2 an error the user can fix (bad config, data, paths: one line saying how);
 # 1 an unexpected exception, i.e. a bug (one line + the path of a log file with the traceback);
@@ -29,14 +29,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise W2SError(f"{message} (see `{self.prog} --help`)")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the current stage is abandoned, finished stages stay cached."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
 
 
 def _config_args(p: argparse.ArgumentParser, study: bool = False) -> None:
@@ -263,10 +255,14 @@ def _report_bug(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every failure ends as one ``w2strust: error: ...`` line on stderr (see the exit codes above)."""
-    previous = signal.getsignal(signal.SIGTERM)
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in handled}
     in_main_thread = True
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for s in handled:
+            # SIGINT ignored at start (a job started with & by a non-interactive shell) stays ignored
+            if previous[s] is not signal.SIG_IGN:
+                signal.signal(s, on_signal)
     except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
         in_main_thread = False
     try:
@@ -299,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
               f"please report it with the traceback in {log}", file=sys.stderr)
         return EXIT_BUG
     finally:
+        forget_signals()
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            for s in handled:
+                signal.signal(s, previous[s])
 
 
 def _main(argv: list[str] | None) -> int:

@@ -450,6 +450,33 @@ def test_an_interrupted_dry_run_says_nothing_trained(tmp_path):
     assert err.strip().splitlines()[-1] == "w2strust: interrupted; nothing was trained (this command trains nothing)."
 
 
+def test_a_ctrl_c_that_a_finaliser_swallows_still_stops_the_run(tmp_path, monkeypatch, capsys):
+    """A KeyboardInterrupt raised in a ``__del__`` (a regex object freed after a stage) is printed as "Exception
+    ignored" and dropped by Python: the run trained every remaining stage and exited 0. It must stop with 130."""
+    from w2strust import errors
+    from w2strust.engine import scheduler
+
+    class FreedAfterAStage:
+        def __del__(self):
+            errors.on_signal(signal.SIGINT, None)  # what the CLI's handler does when Ctrl-C lands here
+
+    real = scheduler.InProcessExecutor.wait_any
+
+    def first_stage_then_ctrl_c(self):
+        out = real(self)
+        FreedAfterAStage()  # freed at once: its KeyboardInterrupt is swallowed
+        return out
+
+    monkeypatch.setattr(scheduler.InProcessExecutor, "wait_any", first_stage_then_ctrl_c)
+    out = tmp_path / "o"
+    rc = main(["run", "fairness", *SMOKE, "--strategies", "no_tft", "--workers", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 130, err
+    assert "interrupted; finished stages are cached" in err
+    assert len(list((out / "cache").glob("*/meta.json"))) == 1  # the first of 4 stages, and no other
+    assert not errors._received  # forgotten once main returns: the next command starts afresh
+
+
 def test_report_refuses_a_config_that_does_not_match_the_cached_models(filled, capsys, tmp_path):
     """A truncated or edited config.yaml would rebuild other test rows (preset defaults): refused, nothing changed."""
     out, _ = filled

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..errors import W2SError
+from ..errors import W2SError, raise_if_interrupted
 from .cache import StageCache
 from .main_guard import require_main_guard
 from .ray_connect import connect
@@ -132,6 +132,7 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
     with tqdm(total=len(by_key), initial=len(done), desc=desc, unit="stage", position=0, dynamic_ncols=True) as bar:
         try:
             while pending or running:
+                raise_if_interrupted()  # one a finaliser swallowed (errors.py)
                 for k in list(pending):
                     dep = by_key[k].stage.depends
                     alone_ok = not (isolate & set(running)) and (k not in isolate or not running)
@@ -316,7 +317,8 @@ class LocalPoolExecutor:
         self.futures[fut] = (job.key, pool)
 
     def wait_any(self) -> list[tuple[str, Any]]:
-        finished, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
+        # a timeout, so that the scheduler's loop sees a Ctrl-C that a finaliser swallowed within a second
+        finished, _ = wait(list(self.futures), timeout=1.0, return_when=FIRST_COMPLETED)
         out: list[tuple[str, Any]] = []
         for fut in finished:
             key, pool = self.futures.pop(fut)
@@ -384,7 +386,7 @@ class RayExecutor:
         self.refs[ref] = job.key
 
     def wait_any(self) -> list[tuple[str, Any]]:
-        ready, _ = self.ray.wait(list(self.refs), num_returns=1)
+        ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=1.0)  # as LocalPoolExecutor.wait_any
         out: list[tuple[str, Any]] = []
         for ref in ready:
             key = self.refs.pop(ref)

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config.schema import TrainConfig
-from ..errors import W2SError
+from ..errors import W2SError, raise_if_interrupted
 from .batches import batch_order
 from .curve import TrainingCurve
 from .determinism import use_deterministic_kernels
@@ -179,6 +179,7 @@ def train_causal_lm(model, tokenizer, texts: list[str], tcfg: TrainConfig, opts:
     curve = TrainingCurve(n_steps)  # points on the steps that had rows (an empty Poisson batch has no loss)
     with tqdm(total=n_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True) as bar:
         for b_ids, b_mask in batches:
+            raise_if_interrupted()  # one a finaliser swallowed (errors.py)
             bar.update(1)
             steps += 1
             if len(b_ids) == 0:  # an empty Poisson batch: DPOptimizer still adds noise and counts the step

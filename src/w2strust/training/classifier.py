@@ -11,6 +11,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..config.schema import TrainConfig
+from ..errors import raise_if_interrupted
 from .batches import batch_order
 from .curve import TrainingCurve
 from .determinism import use_deterministic_kernels
@@ -113,6 +114,7 @@ def train_classifier(model, tokenizer, ds: Dataset, targets: np.ndarray, tcfg: T
     bar = tqdm(batches, desc=desc, unit="step", leave=False, dynamic_ncols=True)
     with masks, prop.train_context(model, lam), bar:
         for idx in bar:
+            raise_if_interrupted()  # one a finaliser swallowed (errors.py)
             batch = {c: [v[i] for i in idx] for c, v in cols.items()}
             loss = prop.train_loss(forward, batch, targets_t[idx].to(device), loss_fn, lam)
             optimizer_step(loss, optim, sched, scaler, params, tcfg.grad_clip, foreach=True)
