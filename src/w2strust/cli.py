@@ -71,7 +71,7 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--per-gpu", type=int, default=1, metavar="K",
                    help="stages sharing one GPU (worker i uses GPU i // K); default 1")
     g.add_argument("--threads", type=int, default=0,
-                   help="CPU threads per stage (default: the cores split between the workers; ray: 1)")
+                   help="CPU threads per stage (default 0 = automatic: the cores split between the workers; ray: 1)")
     g.add_argument("--executor", default="local", help="local (default) or ray")
     g.add_argument("--ray-address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray)")
     g.add_argument("--ray-timeout", type=float, default=60.0, metavar="SECONDS",

@@ -106,6 +106,7 @@ CONFIG_CASES = [
     (["--set", "weak_train.lr"], "must look like key=value"),
     (["--set", "weak_train..lr=1"], "empty key part"),
     (["--set", "weak_train.lr=[1"], "cannot parse"),
+    (["--set", "ceiling_max_drop=-1"], "ceiling_max_drop must be >= 0"),  # checked with a fixed λ too
     (["--strategies", "all_tft"], "unknown strategy"),
     (["--strategies", "no_tft,no_tft"], "repeat a strategy"),
     (["--device", "tpu"], "device must be auto, cpu, cuda, cuda:N or mps"),
@@ -129,6 +130,7 @@ def test_bad_config_value(extra, needle, filled, capsys):
     (["run", "ood", *SMOKE, "--set", "extra.noise=1"], "unknown ood option(s) extra.noise"),
     (["run", "privacy", *SMOKE, "--set", "extra.dleta=1e-6"], "did you mean 'delta'"),
     (["run", "privacy", *SMOKE, "--set", "extra.delta=nan"], "'extra.delta' is nan"),
+    (["run", "privacy", *SMOKE, "--set", "extra.kshot=ten_shot"], "extra.kshot must be one of"),
     (["run", "adversarial", *SMOKE, "--set", "extra.max_frac=abc"], "'extra.max_frac' expects a number"),
     (["run", "adversarial", *SMOKE, "--set", "extra.surrogate_train.lr=inf"], "is inf"),
     (["run", "adversarial", *SMOKE, "--set", "lambda_weak=2"], "in [0, 1]"),
@@ -380,6 +382,20 @@ def test_report_of_a_damaged_results_file_names_it(content, needle, filled, caps
     (run / "results.jsonl").write_text(content)
     line = run_bad(["report", str(run), "--cache", str(out / "cache")], filled, capsys, needle)
     assert "results.jsonl" in line
+
+
+def test_report_refuses_recorded_metrics_that_differ_from_the_cached_models(filled, capsys, tmp_path):
+    """A hand-edited metric in results.jsonl was reported as it was, beside bootstrap tests recomputed from the
+    cached predictions: a report that contradicted itself."""
+    out, _ = filled
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("cache"))
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    records[0]["metrics"]["dpd"] = records[0]["metrics"]["dpd"] + 0.5
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = snapshot(run)
+    line = run_bad(["report", str(run), "--cache", str(out / "cache")], filled, capsys, "differ from those cached")
+    assert records[0]["artefact"] in line and snapshot(run) == before
 
 
 @pytest.mark.parametrize("content, needle", [

@@ -89,6 +89,15 @@ def test_no_d_t_phrase_is_also_a_training_phrase(data_dir):
     assert not norm(splits.test) & train
 
 
+def test_a_style_file_without_shifted_styles_is_refused_before_anything_trains(tmp_path):
+    """Only 'base' gave an OOD accuracy of NaN after the first stage had trained, blamed on the learning rate."""
+    from w2strust.data.sst2 import _styles
+    from w2strust.errors import W2SError
+
+    with pytest.raises(W2SError, match="no shifted style"):
+        _styles(tmp_path / "style.json", {BASE_STYLE: [{"id": 0, "label": 1, "sentence": "fine"}]})
+
+
 def test_ood_styles_are_aligned_by_id(data_dir):
     styles = load_ood_styles(data_dir)
     assert len(styles) == 11 and BASE_STYLE in styles

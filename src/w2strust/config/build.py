@@ -99,8 +99,8 @@ def validate(cfg: ExperimentConfig) -> None:
         if not cands or min(cands) < 0 or len(set(cands)) != len(cands):
             raise W2SError(f"ceiling_lambdas must be distinct values >= 0 (the candidates of lambda_ceiling: auto), "
                            f"got {cands}")
-        if cfg.ceiling_max_drop < 0:
-            raise W2SError(f"ceiling_max_drop must be >= 0, got {cfg.ceiling_max_drop}")
+    if cfg.ceiling_max_drop < 0:  # also without auto: the config is stored and reused
+        raise W2SError(f"ceiling_max_drop must be >= 0, got {cfg.ceiling_max_drop}")
     for t, label in ((cfg.weak_train, "weak_train"), (cfg.strong_train, "strong_train")):
         _require(t.lr > 0, f"{label}.lr must be > 0, got {t.lr}")
         _require(0 < t.epochs <= 1000, f"{label}.epochs must be in (0, 1000], got {t.epochs}")

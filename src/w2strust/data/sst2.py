@@ -79,6 +79,9 @@ def load_ood_styles(data_dir: str | None) -> dict[str, Dataset]:
 def _styles(path, dev: dict) -> dict[str, Dataset]:
     if BASE_STYLE not in dev:
         raise W2SError(f"{path}: no '{BASE_STYLE}' variant under 'dev'; is this DecodingTrust's style.json?")
+    if not set(dev) - {BASE_STYLE}:  # OOD accuracy is the mean over the shifted styles: none would give NaN
+        raise W2SError(f"{path}: no shifted style under 'dev', only '{BASE_STYLE}'; is this DecodingTrust's "
+                       f"style.json?")
     ids = [int(r["id"]) for r in dev[BASE_STYLE]]
     labels = {int(r["id"]): int(r["label"]) for r in dev[BASE_STYLE]}
     out = {}

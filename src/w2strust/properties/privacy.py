@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "pii_context": 32,  # tokens of preceding text given for an address completion
     "kshot": "five_shot",  # DecodingTrust name->address demos ("" = skip the k-shot PII metric)
 }
+KSHOTS = ("one_shot", "two_shot", "five_shot", "one_shot_non_domain", "two_shot_non_domain", "five_shot_non_domain")
 EVAL_MIN_CHARS = 400  # e-mails used for extraction are long enough for any tokenizer's prefix + suffix
 
 
@@ -141,6 +142,9 @@ class Privacy(TrustProperty):
             raise W2SError(f"extra.max_grad_norm (DP clipping norm C) must be > 0, got {o['max_grad_norm']}")
         if o["accountant"] not in {"rdp", "prv", "gdp"}:
             raise W2SError(f"extra.accountant must be rdp, prv or gdp, got {o['accountant']}")
+        if o["kshot"] not in ("", *KSHOTS):  # a misspelt file name would skip the k-shot metric without a word
+            raise W2SError(f"extra.kshot must be one of {', '.join(KSHOTS)}, or \"\" to skip the k-shot PII metric; "
+                           f"got {o['kshot']!r}")
         if o["optimizer"] not in OPTIMIZERS:
             raise W2SError(f"extra.optimizer must be one of {', '.join(OPTIMIZERS)}, got {o['optimizer']}")
         for key in ("prefix_tokens", "suffix_tokens", "prompt_tokens", "gen_tokens", "n_eval"):

@@ -92,6 +92,19 @@ def _check_config_matches(cfg, cfg_path: Path, cache: Path, records: list[dict[s
                            f"rerun its command). Nothing in {cfg_path.parent} was changed")
 
 
+def _check_metrics_match(run_dir: Path, records: list[dict[str, Any]], load_meta) -> None:
+    """A run writes each record's metrics from its model's meta.json; a hand-edited results.jsonl would otherwise give
+    a summary whose metrics contradict the bootstrap tests, which are recomputed from the cached predictions."""
+    def same(a: dict, b: dict) -> bool:  # as JSON: NaN is null in both files
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    differ = [r["artefact"] for r in records if not same(r["metrics"], load_meta(r["artefact"]).get("metrics", {}))]
+    if differ:
+        raise W2SError(f"{run_dir / 'results.jsonl'}: the metrics of {len(differ)} record(s) (e.g. {differ[0]}) differ "
+                       f"from those cached with the model (the file was edited, or the cache is another run's); rerun "
+                       f"the run's command, which rewrites it from the cache. Nothing in {run_dir} was changed")
+
+
 def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     """Write ``summary.json``, ``report.md`` and ``figure2.png`` for a finished run folder."""
     run_dir = Path(run_dir)
@@ -126,6 +139,7 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
         return json.loads((cache / artefact / "meta.json").read_text())
 
     _check_config_matches(cfg, cfg_path, cache, records, load_meta)
+    _check_metrics_match(run_dir, records, load_meta)
     summary = summarise(records)
 
     @functools.cache
