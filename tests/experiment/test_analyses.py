@@ -96,7 +96,8 @@ def test_relative_ood_noise_scales_with_the_embedding_rms():
 
 def test_ood_stage_keys_record_the_noise_semantics():
     stages, _ = plan(build_config("ood", "smoke"))
-    assert all(s.spec["semantics"] == {"noise": "relative to embedding RMS"} for s in stages)
+    assert all(s.spec["semantics"] == {"noise": "relative to embedding RMS", "pool": "distinct phrases"}
+               for s in stages)
     assert all("semantics" not in s.spec for s in plan(build_config("fairness", "smoke"))[0])
 
 
