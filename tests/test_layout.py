@@ -67,7 +67,7 @@ def test_no_import_cycle_counting_every_import():
 @pytest.mark.parametrize("prop", ["fairness", "ood", "adversarial", "privacy"])
 def test_smoke_preset_stage_keys_are_unchanged(prop):
     """Pinned from the flat layout (commit 29431f1; adversarial re-pinned when its generator changed to versions 3,
-    4 and 5, which changes what the stages train on, version 5 with its split by clean text; privacy when its token
+    4, 5 and 6, which changes what the stages train on, version 5 with its split by clean text; privacy when its token
     losses moved to ``token_nll``, which changes them in the last float bits, again when eval_batch_size entered its
     keys, when its evaluation changed (key_extra "evaluation": 2, 3, then 4) and when its pool dropped near-copies;
     ood when its ID pool kept each phrase once): the same config plans the same stage folders."""

@@ -8,7 +8,7 @@ from w2strust.config.build import build_config
 from w2strust.data.advglue import load_advglue_dev, parse_advglue_plus_plus
 from w2strust.errors import W2SError
 from w2strust.properties.adversarial import AdversarialRobustness
-from w2strust.properties.attacks import EmbeddingNeighbours, attack, char_candidates, edit_budget, run_attacks
+from w2strust.properties.attacks import EmbeddingNeighbours, attack, char_candidates, edit_budget, opposite, run_attacks
 from w2strust.training.losses import soft_cross_entropy
 
 WEIGHTS = {"good": 3.0, "great": 2.0, "fine": 1.0, "superb": 2.5, "bad": -3.0, "awful": -2.5}
@@ -114,6 +114,23 @@ def test_scalar_words_and_negations_are_neither_replaced_nor_used_as_replacement
     # one sentence: wordsub leaves its only scalar word as it is, so nothing is left to attack
     res = attack("often great", 1, toy_score, nb, "wordsub", np.random.default_rng(0), max_frac=1.0)
     assert res.status != "success" and res.changed == []
+
+
+def test_wordnet_opposites_are_refused_in_every_inflection():
+    # the swaps to the opposite that generator version 5 still made (bench/README.md "Attack guards"), none labelled
+    # by SST-2's polarity lexicon: big -> small 10 times, thin -> thick 6, larger -> smaller, tightly -> loosely ...
+    for a, b in [("big", "small"), ("larger", "smaller"), ("larger", "small"), ("thin", "thick"), ("richer", "poorer"),
+                 ("tightly", "loosely"), ("remembering", "forgetting"), ("accepting", "rejecting"), ("huge", "tiny"),
+                 ("broader", "narrower"), ("adequate", "insufficient")]:
+        assert opposite(a, b) and opposite(b, a), (a, b)
+    for a, b in [("big", "large"), ("huge", "massive"), ("movie", "film"), ("sweetly", "nicely"), ("big", "big")]:
+        assert not opposite(a, b), (a, b)
+    vocab = ["big", "small", "smaller", "large", "huge", "movie"]
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(1, 16)) + 0.05 * rng.normal(size=(len(vocab), 16))  # every word close to every other
+    nb = EmbeddingNeighbours(vocab, emb, k=10, min_similarity=0.5, polarity={})
+    assert set(nb("big")) == {"large", "huge", "movie"}
+    assert set(nb("smaller")) == {"small", "movie"}
 
 
 def test_charbug_leaves_stop_words_and_negations_alone():

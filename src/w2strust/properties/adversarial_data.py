@@ -38,9 +38,10 @@ from ..training.device import resolve_device
 from . import attacks
 from .base import TrustProperty
 
-GENERATOR_VERSION = 5  # bump when a change to the attacks invalidates cached generated sets (and stage keys);
+GENERATOR_VERSION = 6  # bump when a change to the attacks invalidates cached generated sets (and stage keys);
 # 4: built with BUILD_THREADS CPU threads, not the asking stage's count
 # 5: charbug leaves stop words and negations alone; wordsub neither replaces nor uses negations and scalar words
+# 6: wordsub refuses WordNet's opposites (big -> small, thin -> thick; attacks.opposite)
 ATTACK_CHUNK = 512  # sentences attacked together (their queries share the surrogate's batches); also the unit of resume
 # CPU threads the set is built with, whatever the asking stage's own count: PyTorch's reductions (and so the surrogate
 # and its attacks) depend on it, and one cached set serves stages of every thread count, so a set built from an empty

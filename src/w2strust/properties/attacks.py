@@ -18,7 +18,8 @@ Methods (each triplet keeps its ``method`` tag, like AdvGLUE++'s ``method`` fiel
   include antonyms ("good" ~ "bad"), which would change the label, so a polarity guard keeps a
   candidate only if it has the same sentiment polarity (positive / negative / none) as the word,
   read from SST-2's single-word phrases (a labelled sentiment lexicon that ships with the data). Negations and
-  scalar words (often ~ rarely, somebody ~ nobody, before ~ after) are neither replaced nor used (``SCALAR_WORDS``).
+  scalar words (often ~ rarely, somebody ~ nobody, before ~ after) are neither replaced nor used (``SCALAR_WORDS``),
+  and WordNet's opposites (big ~ small, thin ~ thick, accept ~ reject; ``antonyms.txt``) are refused (``opposite``).
 
 The edit budget is a number of words: ``max(1, min(max_words, round(max_frac · n_words)))``.
 Candidate sampling is seeded per sentence, so a run is deterministic for a seed.
@@ -29,6 +30,8 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Protocol
 
 import numpy as np
@@ -119,6 +122,45 @@ def _negation_pair(a: str, b: str) -> bool:
     return any(b == p + a or a == p + b for p in NEGATING_PREFIXES)
 
 
+@cache
+def _oppositions() -> dict[str, frozenset[int]]:
+    """word -> the sides of ``antonyms.txt``'s lines it stands on (line i: 2i left of '|', 2i + 1 right of it)."""
+    sides: dict[str, set[int]] = {}
+    lines = (resources.files(__package__) / "antonyms.txt").read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(ln for ln in lines if ln and not ln.startswith("#")):
+        left, right = line.split(" | ")
+        for side, words in ((2 * i, left), (2 * i + 1, right)):
+            for w in words.split():
+                sides.setdefault(w, set()).add(side)
+    return {w: frozenset(s) for w, s in sides.items()}
+
+
+# Inflections back to a WordNet lemma: bigger -> big, thinnest -> thin, remembering -> remember, forgetting -> forget,
+# and adverbs to their adjective (tightly -> tight, happily -> happy: WordNet links most adverbs to an adjective rather
+# than to an opposite adverb). Over-generation is harmless: a guess that is no lemma matches nothing.
+_SUFFIXES = (("iest", "y"), ("ier", "y"), ("ies", "y"), ("ily", "y"), ("est", ""), ("est", "e"), ("er", ""),
+             ("er", "e"), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("ly", ""), ("es", ""), ("s", ""))
+
+
+def lemmas(word: str) -> set[str]:
+    out = {word}
+    for suffix, ending in _SUFFIXES:
+        stem = word[:-len(suffix)]
+        if word.endswith(suffix) and len(stem) >= 2:
+            out.add(stem + ending)
+            if not ending and len(stem) >= 3 and stem[-1] == stem[-2]:  # bigger -> bigg -> big
+                out.add(stem[:-1])
+    return out
+
+
+def opposite(a: str, b: str) -> bool:
+    """True where WordNet calls some lemma of ``a`` and some lemma of ``b`` opposites (big / smaller, tightly /
+    loosely): a swap between them can reverse what a sentence says while keeping its sentiment words."""
+    table = _oppositions()
+    sides_a = {s for w in lemmas(a) for s in table.get(w, ())}
+    return any(s ^ 1 in sides_a for w in lemmas(b) for s in table.get(w, ()))
+
+
 class EmbeddingNeighbours:
     """Word -> nearest whole-word neighbours in an input-embedding space, with a sentiment-polarity guard."""
 
@@ -150,7 +192,7 @@ class EmbeddingNeighbours:
                 break
             cand = self.words[j]
             same_polarity = self.polarity.get(cand) == self.polarity.get(word)
-            if cand != word and same_polarity and not _negation_pair(word, cand):
+            if cand != word and same_polarity and not _negation_pair(word, cand) and not opposite(word, cand):
                 out.append(cand)
         return out
 
