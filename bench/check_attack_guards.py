@@ -1,11 +1,12 @@
-"""Checks a generated adversarial set against the attack guards of generator version 5 (docs/adversarial.md).
+"""Checks a generated adversarial set against the attack guards of generator version 6 (docs/adversarial.md).
 
     python bench/check_attack_guards.py ~/.cache/w2strust/data/adv-sst2-<key>
 
 (the folder the build prints: "cached in ..."). Every triplet's words are compared with its clean text:
 - charbug must not edit a stop word or negation (``attacks.CHARBUG_KEEPS``);
 - wordsub must not replace, or replace with, a stop word, negation or scalar word (``attacks.WORDSUB_KEEPS``);
-and it counts what the hand list leaves: wordsub swaps of a size word to the opposite size (big -> small).
+- wordsub must not swap a word for its WordNet opposite (``attacks.opposite``: big -> small, thin -> thick).
+A set of an older version fails the checks its version did not have (version 5: 22 swaps to the opposite size).
 Prints counts and word pairs only (SST-2 movie-review words), never a sentence. Exit status 1 on a violation.
 """
 
@@ -16,10 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from w2strust.properties.attacks import CHARBUG_KEEPS, WORDSUB_KEEPS
-
-LARGE = frozenset("big bigger large larger huge giant massive thick long".split())
-SMALL = frozenset("small smaller tiny little thin short".split())
+from w2strust.properties.attacks import CHARBUG_KEEPS, WORDSUB_KEEPS, opposite
 
 
 def main(folder: Path) -> int:
@@ -43,15 +41,16 @@ def main(folder: Path) -> int:
                 substitutions += 1
                 if word in WORDSUB_KEEPS or y.lower() in WORDSUB_KEEPS:
                     violations["wordsub replaced or used a kept word"] += 1
-                if (word in LARGE and y in SMALL) or (word in SMALL and y in LARGE):
-                    swaps[(word, y)] += 1
+                if opposite(word, y.lower()):
+                    violations["wordsub swapped a word for its opposite"] += 1
+                    swaps[(word, y.lower())] += 1
                     found = True
         if found:
             swap_rows[r["status"]] += 1
     print(f"{len(rows)} sentences; " + ", ".join(f"{m} {s} {n}" for (m, s), n in sorted(status.items())))
     print(f"wordsub substitutions: {substitutions}")
     print(f"violations: {dict(violations) or 'none'}")
-    print(f"size swaps to the opposite size: {sum(swaps.values())} in {sum(swap_rows.values())} sentences "
+    print(f"swaps to the opposite: {sum(swaps.values())} in {sum(swap_rows.values())} sentences "
           f"({dict(swap_rows)}): " + ", ".join(f"{a} -> {b} {n}" for (a, b), n in swaps.most_common()))
     return 1 if violations else 0
 

@@ -146,8 +146,8 @@ def cmd_sweep(args) -> None:
     if args.role not in SWEEP_ROLES:
         raise W2SError(f"--role must be one of {', '.join(SWEEP_ROLES)}, got '{args.role}'")
     try:
-        lambdas = [float(x) for x in args.lambdas.split(",") if x.strip()]
-    except ValueError:
+        lambdas = [float(x) for x in args.lambdas.split(",")] if args.lambdas.strip() else []
+    except ValueError:  # "0,,1" too: float('') fails
         raise W2SError(f"--lambdas must be comma-separated numbers, e.g. 0,1,3,10; got '{args.lambdas}'") from None
     if not lambdas or min(lambdas) < 0:
         raise W2SError(f"--lambdas needs at least one value, all >= 0; got '{args.lambdas}'")

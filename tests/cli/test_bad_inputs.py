@@ -89,6 +89,8 @@ CONFIG_CASES = [
     (["--set", "save_models=maybe"], "expects true/false"),
     (["--seeds", "0,0"], "given more than once"),
     (["--seeds", ""], "seeds is empty"),
+    (["--seeds", "0,,1"], "empty item in '0,,1'"),  # read as [0, 1] before
+    (["--seeds", "0,1,"], "empty item"),
     (["--seeds", "-1"], "seeds must be integers in"),
     (["--seeds", "1.5"], "expects an integer"),
     (["--seeds", "zero"], "expects an integer"),
@@ -135,8 +137,10 @@ def test_bad_config_value(extra, needle, filled, capsys):
     (["run", "adversarial", *SMOKE, "--set", "extra.surrogate_train.lr=inf"], "is inf"),
     (["run", "adversarial", *SMOKE, "--set", "lambda_weak=2"], "in [0, 1]"),
     (["sweep", "fairness", *SMOKE, "--lambdas", "a,b"], "--lambdas must be"),
+    (["sweep", "fairness", *SMOKE, "--lambdas", "0,,1"], "--lambdas must be"),
     (["sweep", "fairness", *SMOKE, "--role", "wts"], "--role must be one of"),
     (["study", "--properties", "fairness,nope", *SMOKE], "unknown property 'nope'"),
+    (["study", "--properties", "fairness,,ood", *SMOKE], "empty item"),
     (["data", "fairness", *SMOKE, "--seeds", "0,0"], "given more than once"),
 ], ids=lambda a: " ".join(a)[:40] if isinstance(a, list) else None)
 def test_bad_command(argv, needle, filled, capsys):

@@ -148,7 +148,10 @@ def _coerce(value: Any, current: Any, key: str, elem_type: type | None = None) -
             if value is None:
                 value = []
             if isinstance(value, (str, int, float)):
-                value = [v.strip() for v in str(value).split(",") if v.strip()]
+                raw = str(value)
+                value = [v.strip() for v in raw.split(",")] if raw.strip() else []
+                if "" in value:  # "0,,1" or "0,1,": a slip, not a list of two seeds
+                    raise W2SError(f"config key '{key}' has an empty item in {raw!r}; write e.g. 0,1,2")
             proto = elem_type() if elem_type else (current[0] if current else "")
             return [_coerce(v, proto, key) for v in value]
         if isinstance(current, float):

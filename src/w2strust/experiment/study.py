@@ -68,7 +68,9 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
     if "properties" in spec and not spec["properties"] and not properties:
         raise W2SError(f"{where} has `properties: []`; name at least one property, e.g. properties: [fairness]")
     if properties:
-        spec["properties"] = [p.strip() for p in properties.split(",") if p.strip()]
+        spec["properties"] = [p.strip() for p in properties.split(",")]
+        if "" in spec["properties"]:  # "fairness,,ood": a slip (a missing name?), as for every comma list
+            raise W2SError(f"--properties has an empty item in {properties!r}; write e.g. fairness,ood")
     if preset:
         spec["preset"] = preset
     _check_shape(spec, where)
