@@ -56,3 +56,19 @@ def test_the_offline_email_pool_is_read_again_when_a_file_is_replaced(tmp_path):
     (tmp_path / HAM).write_text(f'"text_ham","label"\n"{synthetic}","ham"\n')
     os.utime(tmp_path / RAW)
     assert len(load_enron(str(tmp_path), 0)) < before
+
+
+def test_sst2_phrases_from_the_hub_lose_glue_s_trailing_space_as_from_a_data_folder(monkeypatch, data_dir):
+    # GLUE's phrases end with a space (all 67,349 of the offline copy); the data-folder path strips it. A byte-level
+    # tokenizer reads it as a token, and no OOD style sentence has it: from the Hub too it must go.
+    import datasets
+
+    from w2strust.data.sst2 import load_sst2_phrases
+
+    local = load_sst2_phrases(data_dir)
+    served = datasets.Dataset.from_dict({"sentence": [t + " " for t in local["text"][:50]],
+                                         "label": local["label"][:50], "idx": list(range(50))})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: served)
+    hub = load_sst2_phrases(None)
+    assert hub["text"] == local["text"][:50] and hub["label"] == local["label"][:50]
+    assert all(not t.endswith(" ") for t in hub["text"])

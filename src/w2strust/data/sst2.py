@@ -32,7 +32,11 @@ def load_sst2_phrases(data_dir: str | None) -> Dataset:
         except Exception as e:  # noqa: BLE001 - any Hub failure means "offline" to the user
             raise W2SError(f"could not load SST-2 from the Hugging Face Hub ({e}). Offline? Pass --data-dir "
                            f"(or set W2STRUST_DATA) to a folder holding sst2/glue/train.tsv.") from None
-        return ds.select_columns(["sentence", "label"]).rename_column("sentence", "text")
+        # GLUE ends every phrase with a space; strip it, as from a data folder. A byte-level tokenizer reads it as a
+        # token of its own, and the OOD style sentences have none, so a decoder would train on a final token no OOD
+        # sentence ends with (the fingerprint's HUB_RECORD changed with this: no cached stage of the old text is reused)
+        ds = ds.select_columns(["sentence", "label"]).rename_column("sentence", "text")
+        return ds.map(lambda row: {"text": row["text"].strip()})
     path = locate("sst2/glue/train.tsv", data_dir, None)
     texts, labels = [], []
     with reading(path, "GLUE SST-2 train.tsv"), open(path, newline="", encoding="utf-8") as f:
