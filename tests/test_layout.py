@@ -69,7 +69,7 @@ def test_smoke_preset_stage_keys_are_unchanged(prop):
     """Pinned from the flat layout (commit 29431f1; adversarial re-pinned when its generator changed to versions 3,
     4, 5 and 6, which changes what the stages train on, version 5 with its split by clean text; privacy when its token
     losses moved to ``token_nll``, which changes them in the last float bits, again when eval_batch_size entered its
-    keys, when its evaluation changed (key_extra "evaluation": 2, 3, then 4) and when its pool dropped near-copies;
+    keys, when its evaluation changed (key_extra "evaluation": 2, 3, 4, then 5) and when its pool dropped near-copies;
     ood when its ID pool kept each phrase once): the same config plans the same stage folders."""
     from w2strust.config.build import build_config
     from w2strust.experiment.plan import plan

@@ -156,6 +156,41 @@ def test_membership_inference_scores_the_extraction_window_of_every_role(data_di
     assert scored == [[window - 1]] * 4  # members and non-members, WTS and weak: every scored token in the window
 
 
+def test_a_non_member_whose_window_is_a_member_s_is_left_out_of_the_attack(data_dir, monkeypatch):
+    """Two e-mails alike in their first 200 characters are one in the pool, but the scored window can end sooner: a
+    held-out e-mail that differs from a member only past the window would score the member's own text as a
+    non-member (audit: 0-5 of 500 members per seed in the full preset)."""
+    import torch
+
+    from w2strust import models
+    from w2strust.properties import privacy_metrics as pm
+
+    cfg = build_config("privacy", "smoke", overrides={"data": {"n_test": 40}})
+    prop = get("privacy")
+    splits = prop.load_splits(cfg, seed=0)
+    torch.manual_seed(0)
+    model, tok = models.build_causal_lm("tiny-gpt-neox")
+    seen = []
+    real = pm.mia_metrics
+
+    def spy(member, nonmember):
+        seen.append(len(nonmember["loss"]))
+        return real(member, nonmember)
+
+    monkeypatch.setattr(pm, "mia_metrics", spy)
+    args = (model, tok, "weak")
+    prop.lm_evaluate(*args, splits, cfg, torch.device("cpu"), 64, list(splits.weak["text"]))
+    twin = dict(splits.test[0])
+    twin["text"] = splits.extra["eval_weak"]["text"][0] + " and one more line past the window"
+    splits.test = splits.test.add_item(twin)
+    prop.lm_evaluate(*args, splits, cfg, torch.device("cpu"), 64, list(splits.weak["text"]))
+    assert seen[1] == seen[0]  # the twin is long enough to be a non-member, and is left out
+    other = dict(twin, text="An e-mail no member starts like. " + twin["text"])
+    splits.test = splits.test.add_item(other)
+    prop.lm_evaluate(*args, splits, cfg, torch.device("cpu"), 64, list(splits.weak["text"]))
+    assert seen[2] == seen[0] + 1  # a long e-mail of its own is one
+
+
 def test_the_perplexity_gap_is_resampled_over_held_out_e_mails(privacy_run):
     # each stage stores every held-out e-mail's summed NLL and scored bytes: the gap metric (bits per byte) of any
     # resample of them, so the gap's CI resamples e-mails (meaningful with one seed), not seeds

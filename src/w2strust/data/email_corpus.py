@@ -32,11 +32,11 @@ MAX_CHARS = 4000  # the models see at most a few hundred tokens; cut long thread
 # Two e-mails that agree on their first MIN_CHARS characters (whitespace collapsed) are one, the first kept: re-sends,
 # forwards, form letters. Beyond exact repeats the offline pool held 40 (27 differ only in white space); on the full
 # preset 1-2 held-out e-mails per seed had the same first 128 tokens as a training e-mail. Since membership inference
-# scores only the extraction window (evaluation 4: start token(s) + prefix + suffix, a median 121-149 characters), two
+# scores only the extraction window (start token(s) + prefix + suffix, a median 121-149 characters), two
 # e-mails that differ only past the window but within 200 characters both stay, with the same window: a member and a
 # non-member then score one text. Measured (audit, 2026-12-05): 0 of 32 members per role and seed in the quick preset,
-# 0-5 of 500 in the full one (MIA AUC moves well under a point). De-duplicating on the window needs each model's
-# tokenizer; it belongs with the next privacy rerun, since it changes the pool of the published numbers.
+# 0-5 of 500 in the full one. The window is in each model's own tokens, so Privacy.lm_evaluate leaves such a
+# non-member out of the attack (evaluation 5) rather than this pool.
 DEDUP_CHARS = MIN_CHARS
 
 

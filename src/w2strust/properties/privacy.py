@@ -69,9 +69,10 @@ class Privacy(TrustProperty):
     # "evaluation": what a stage stores and scores beyond the key's settings (v2: PII prompts from the e-mail's own
     # tokens, length-matched MIA non-members, zlib over the scored text, per-e-mail test NLL, tokens and bytes;
     # v3: the PII metrics on the model's own training texts, within max_length; v4: membership inference on the
-    # extraction window, TPR at low FPR from every ROC point)
+    # extraction window, TPR at low FPR from every ROC point; v5: members scored to the window only, non-members
+    # whose window is a member's left out)
     # "pool": e-mails that agree on their first DEDUP_CHARS characters are one (data.email_corpus)
-    key_extra = {"token_nll": "flat", "evaluation": 4, "pool": "near-duplicates dropped"}
+    key_extra = {"token_nll": "flat", "evaluation": 5, "pool": "near-duplicates dropped"}
     # DP noise costs perplexity: the capability gap compares the DP ceiling with the weak model at the same ε
     gap_at_equal_lambda = True
     # the gap and PGR in bits per byte of the held-out e-mails: per token, a tokenizer with longer tokens (Gemma's,
@@ -246,8 +247,9 @@ class Privacy(TrustProperty):
         if len(extract) != len(members):
             raise W2SError(f"{len(members) - len(extract)} evaluation e-mails are shorter than prefix_tokens + "
                            f"suffix_tokens tokens for {type(model).__name__}'s tokenizer; lower them")
-        lp_in = pm.token_logprobs(model, tokenizer, members, max_length, bs, device)
-        lp_out = pm.token_logprobs(model, tokenizer, nonmembers, max_length, bs, device)
+        window = len(pm.special_prefix(tokenizer)) + int(o["prefix_tokens"]) + int(o["suffix_tokens"])
+        lp_in = pm.token_logprobs(model, tokenizer, members, window, bs, device)  # members: their window only
+        lp_out = pm.token_logprobs(model, tokenizer, nonmembers, max_length, bs, device)  # to max_length: perplexity
         # PII: the addresses of the text the model trained on (``train_texts``), in the window it trained on: a WTS
         # model trained on the weak model's prompt + generation, never on the rest of its D_WTS e-mails
         pii = pm.pii_completion(model, tokenizer, train_texts, int(o["pii_context"]), int(o["n_pii"]), bs, device,
@@ -259,8 +261,14 @@ class Privacy(TrustProperty):
         # text it never trained on). Equal windows also leave length no say. Non-members are selected like the
         # members (>= EVAL_MIN_CHARS): length alone moved the scores (full preset, seed 0, SmolLM2 never fine-tuned:
         # loss AUC 0.547, zlib AUC 0.619 against all of D_T; 0.516 / 0.495 against its long e-mails).
-        window = len(pm.special_prefix(tokenizer)) + int(o["prefix_tokens"]) + int(o["suffix_tokens"])
         out = [i for i, t in enumerate(nonmembers) if len(t) >= EVAL_MIN_CHARS]
+        # A non-member whose window is a member's, character for character, is left out: e-mails alike in their
+        # first DEDUP_CHARS characters are one (data.email_corpus), but a window can end sooner, and the attack
+        # cannot tell two copies of one text apart (audit: 0-5 of 500 members per seed in the full preset)
+        scored_in = pm.scored_texts(members, pm.scored_spans(tokenizer, members, window))
+        out_windows = pm.scored_texts(nonmembers, pm.scored_spans(tokenizer, nonmembers, window))
+        member_windows = set(scored_in)
+        out = [i for i in out if out_windows[i] not in member_windows]
         mia_in = [lp[:window - 1] for lp in lp_in]  # token_logprobs scores every token after the first
         mia_out = [lp_out[i][:window - 1] for i in out]
         metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
@@ -269,9 +277,7 @@ class Privacy(TrustProperty):
         if min(len(lp) for lp in mia_in + mia_out) < window - 1:
             raise W2SError(f"an evaluation e-mail is shorter than the membership-inference window ({window} tokens "
                            f"for {type(model).__name__}'s tokenizer); lower extra.prefix_tokens / suffix_tokens")
-        long_out = [nonmembers[i] for i in out]
-        scored_in = pm.scored_texts(members, pm.scored_spans(tokenizer, members, window))
-        scored_out = pm.scored_texts(long_out, pm.scored_spans(tokenizer, long_out, window))
+        scored_out = [out_windows[i] for i in out]
         metrics.update(pm.mia_metrics(pm.membership_scores(mia_in, scored_in),
                                       pm.membership_scores(mia_out, scored_out)))
         if o["kshot"]:
