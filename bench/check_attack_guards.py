@@ -50,8 +50,9 @@ def main(folder: Path) -> int:
     print(f"{len(rows)} sentences; " + ", ".join(f"{m} {s} {n}" for (m, s), n in sorted(status.items())))
     print(f"wordsub substitutions: {substitutions}")
     print(f"violations: {dict(violations) or 'none'}")
-    print(f"swaps to the opposite: {sum(swaps.values())} in {sum(swap_rows.values())} sentences "
-          f"({dict(swap_rows)}): " + ", ".join(f"{a} -> {b} {n}" for (a, b), n in swaps.most_common()))
+    pairs = ", ".join(f"{a} -> {b} {n}" for (a, b), n in swaps.most_common())
+    print(f"swaps to the opposite: {sum(swaps.values())} in {sum(swap_rows.values())} sentences"
+          + (f" ({dict(swap_rows)}): {pairs}" if swaps else ""))
     return 1 if violations else 0
 
 
