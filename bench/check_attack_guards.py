@@ -6,7 +6,7 @@
 - charbug must not edit a stop word or negation (``attacks.CHARBUG_KEEPS``);
 - wordsub must not replace, or replace with, a stop word, negation or scalar word (``attacks.WORDSUB_KEEPS``);
 - wordsub must not swap a word for its WordNet opposite (``attacks.opposite``: big -> small, thin -> thick).
-A set of an older version fails the checks its version did not have (version 5: 22 swaps to the opposite size).
+A set of an older version fails the checks its version did not have (the version-5 quick set: 71 swaps to an opposite).
 Prints counts and word pairs only (SST-2 movie-review words), never a sentence. Exit status 1 on a violation.
 """
 

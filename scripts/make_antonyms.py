@@ -15,7 +15,7 @@ One line per opposition, ``left words | right words``: every word on the left is
   adjectives "similar to" it (large: big, huge, massive ...; small: little, tiny ...): WordNet's indirect antonyms.
 - Every other lexical antonym pointer (adverbs, verbs, nouns and adjectives alike) as one pair (accept | reject).
 Only lower-case alphabetic lemmas are kept (no collocations such as "at_large"). The guard unions every sense of a word:
-it may refuse a swap that keeps the meaning in context, never lets one through that WordNet calls opposite.
+it may refuse a swap that keeps the meaning in context rather than let through one that WordNet calls opposite.
 """
 
 from __future__ import annotations
