@@ -269,7 +269,7 @@ class Privacy(TrustProperty):
         out_windows = pm.scored_texts(nonmembers, pm.scored_spans(tokenizer, nonmembers, window))
         member_windows = set(scored_in)
         out = [i for i in out if out_windows[i] not in member_windows]
-        mia_in = [lp[:window - 1] for lp in lp_in]  # token_logprobs scores every token after the first
+        mia_in = lp_in  # scored to the window: its tokens after the first
         mia_out = [lp_out[i][:window - 1] for i in out]
         metrics = {"extraction_rate": float(extract.mean()), "exact_extraction": float((extract == 1.0).mean()),
                    "perplexity": pm.perplexity(lp_out), "train_perplexity": pm.perplexity(mia_in),
