@@ -145,9 +145,12 @@ def cmd_sweep(args) -> None:
 
     if args.role not in SWEEP_ROLES:
         raise W2SError(f"--role must be one of {', '.join(SWEEP_ROLES)}, got '{args.role}'")
+    from .config.schema import comma_items
+
+    items = comma_items(args.lambdas, "--lambdas", "0,1,3,10")
     try:
-        lambdas = [float(x) for x in args.lambdas.split(",")] if args.lambdas.strip() else []
-    except ValueError:  # "0,,1" too: float('') fails
+        lambdas = [float(x) for x in items]
+    except ValueError:
         raise W2SError(f"--lambdas must be comma-separated numbers, e.g. 0,1,3,10; got '{args.lambdas}'") from None
     if not lambdas or min(lambdas) < 0:
         raise W2SError(f"--lambdas needs at least one value, all >= 0; got '{args.lambdas}'")

@@ -137,7 +137,7 @@ def test_bad_config_value(extra, needle, filled, capsys):
     (["run", "adversarial", *SMOKE, "--set", "extra.surrogate_train.lr=inf"], "is inf"),
     (["run", "adversarial", *SMOKE, "--set", "lambda_weak=2"], "in [0, 1]"),
     (["sweep", "fairness", *SMOKE, "--lambdas", "a,b"], "--lambdas must be"),
-    (["sweep", "fairness", *SMOKE, "--lambdas", "0,,1"], "--lambdas must be"),
+    (["sweep", "fairness", *SMOKE, "--lambdas", "0,,1"], "--lambdas has an empty item"),
     (["sweep", "fairness", *SMOKE, "--role", "wts"], "--role must be one of"),
     (["study", "--properties", "fairness,nope", *SMOKE], "unknown property 'nope'"),
     (["study", "--properties", "fairness,,ood", *SMOKE], "empty item"),

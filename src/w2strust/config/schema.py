@@ -131,6 +131,15 @@ def _apply(obj: Any, updates: dict[str, Any], where: str) -> None:
 LIST_ELEMENTS = {"list[float]": float, "list[int]": int, "list[str]": str}  # element type of an empty list default
 
 
+def comma_items(raw: str, what: str, example: str) -> list[str]:
+    """'0, 1' -> ['0', '1']; '' -> []. An empty item ('0,,1', '0,1,') is a slip (a missing value?), not a shorter
+    list, so it is refused for every comma list: config keys, --lambdas, --properties."""
+    items = [v.strip() for v in raw.split(",")] if raw.strip() else []
+    if "" in items:
+        raise W2SError(f"{what} has an empty item in {raw!r}; write e.g. {example}")
+    return items
+
+
 def _coerce(value: Any, current: Any, key: str, elem_type: type | None = None) -> Any:
     """Convert ``value`` to the type of the current value (CLI values arrive as strings)."""
     try:
@@ -148,10 +157,7 @@ def _coerce(value: Any, current: Any, key: str, elem_type: type | None = None) -
             if value is None:
                 value = []
             if isinstance(value, (str, int, float)):
-                raw = str(value)
-                value = [v.strip() for v in raw.split(",")] if raw.strip() else []
-                if "" in value:  # "0,,1" or "0,1,": a slip, not a list of two seeds
-                    raise W2SError(f"config key '{key}' has an empty item in {raw!r}; write e.g. 0,1,2")
+                value = comma_items(str(value), f"config key '{key}'", "0,1,2")
             proto = elem_type() if elem_type else (current[0] if current else "")
             return [_coerce(v, proto, key) for v in value]
         if isinstance(current, float):

@@ -36,7 +36,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config.build import build_config
-from ..config.schema import ExperimentConfig, load_yaml, save_yaml
+from ..config.schema import ExperimentConfig, comma_items, load_yaml, save_yaml
 from ..engine.cache import StageCache
 from ..engine.scheduler import ExecutorOptions, Job, run_jobs
 from ..errors import W2SError
@@ -68,9 +68,7 @@ def load_study(path: str | Path | dict[str, Any] | None, properties: str | None 
     if "properties" in spec and not spec["properties"] and not properties:
         raise W2SError(f"{where} has `properties: []`; name at least one property, e.g. properties: [fairness]")
     if properties:
-        spec["properties"] = [p.strip() for p in properties.split(",")]
-        if "" in spec["properties"]:  # "fairness,,ood": a slip (a missing name?), as for every comma list
-            raise W2SError(f"--properties has an empty item in {properties!r}; write e.g. fairness,ood")
+        spec["properties"] = comma_items(properties, "--properties", "fairness,ood")
     if preset:
         spec["preset"] = preset
     _check_shape(spec, where)
