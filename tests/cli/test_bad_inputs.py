@@ -86,6 +86,7 @@ CONFIG_CASES = [
     (["--set", "aux_buffer=-1"], "aux_buffer must be >= 0"),
     (["--set", "eval_batch_size=0"], "eval_batch_size must be >= 1"),
     (["--set", "n_bootstrap=0"], "n_bootstrap must be in"),
+    (["--set", "n_bootstrap=19"], "cannot resolve p < 0.05"),  # a p of 0 would read as significant
     (["--set", "save_models=maybe"], "expects true/false"),
     (["--seeds", "0,0"], "given more than once"),
     (["--seeds", ""], "seeds is empty"),

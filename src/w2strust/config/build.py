@@ -114,7 +114,9 @@ def validate(cfg: ExperimentConfig) -> None:
         _require(getattr(cfg.data, name) >= 0, f"data.{name} must be >= 0 (0 = the property's default, usually all "
                                                f"rows), got {getattr(cfg.data, name)}")
     _require(cfg.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
-    _require(1 <= cfg.n_bootstrap <= 1_000_000, f"n_bootstrap must be in [1, 1000000], got {cfg.n_bootstrap}")
+    # fewer than 20 resamples cannot resolve p < 0.05 (a p of 0 would be a verdict the test cannot give) nor a 95% CI
+    _require(20 <= cfg.n_bootstrap <= 1_000_000, "n_bootstrap must be in [20, 1000000] (fewer resamples cannot "
+             f"resolve p < 0.05; the presets use 50 to 1000), got {cfg.n_bootstrap}")
     check_device(cfg.device)
     _require(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     _require(cfg.log in TRACKERS, f"log must be one of {', '.join(TRACKERS)}; got '{cfg.log}'")

@@ -205,7 +205,8 @@ def _strategy(prop, ev: Evidence, collapsed_at, strategy: str, load_meta, min_ga
                       "ci_over": over,
                       "weak_lambda": float(ev.recs[(weak_role, seeds[0])]["lambda_weak"])}
         if not gap_ok:
-            reasons.append(f"ceiling − weak gap {worst:+.3f} < min_gap {min_gap:g}" if worst < min_gap - GAP_TOL
+            # 4 digits: a gap of 0.0297 printed as +0.030 would read as passing a min_gap of 0.03
+            reasons.append(f"ceiling − weak gap {worst:+.4f} < min_gap {min_gap:g}" if worst < min_gap - GAP_TOL
                            else f"the gap's CI {gap_ci[0]:+.3f}..{gap_ci[1]:+.3f} includes 0" if gap_ci
                            else "the gap has no CI")
     res["teachers"] = {}  # the weak model(s) and the ceiling: did their training loss fall?
