@@ -99,6 +99,12 @@ def test_pgr_ci_matches_an_independent_bootstrap():
     assert ci == pytest.approx(np.percentile(reps[np.isfinite(reps)], [2.5, 97.5]), abs=0.05)
 
 
+def test_a_gap_just_under_min_gap_prints_enough_digits_to_show_it_fails():
+    # 309 vs 320 of 400 rows: a gap of 0.0275, which three digits would round up towards min_gap 0.03
+    v = _check({**ACC, "weak": 0.7725, "strong_ceiling": 0.80})
+    assert v["strategies"]["no_tft"]["reasons"][0] == "ceiling − weak gap +0.0275 < min_gap 0.03"
+
+
 def test_a_ceiling_no_better_than_the_weak_model_is_invalid():
     v = _check({**ACC, "weak": 0.80, "strong_ceiling": 0.80})
     st = v["strategies"]["no_tft"]
@@ -306,6 +312,42 @@ def test_table1_counts_invalid_cells_apart(tmp_path):
     fair_cells = [c for c in doc["cells"] if c["property"] == "fairness"]
     assert all(c["agrees"] is None and c["invalid"].startswith("invalid (ceiling − weak gap") for c in fair_cells)
     assert "invalid (validity not checked" in text
+
+
+def test_table1_counts_a_cell_of_a_sweep_s_shared_models_once(tmp_path):
+    # a λ_WTS sweep of two points: new Weak+WTS TFT students at each, the same No TFT and Weak TFT models at both
+    dirs = []
+    for point in ("a", "b"):
+        d = _summary(tmp_path / point, "ood", holds=True, valid=True)
+        rows = [{"strategy": st, "role": role, "seed": 0, "metrics": {},
+                 "artefact": f"{role}-{st}" + (f"-{point}" if st == "weak_wts_tft" and role.startswith("wts") else "")}
+                for st in ("no_tft", "weak_tft", "weak_wts_tft") for role in ACC]
+        (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dirs.append(d)
+    text = write_study_table(dirs, tmp_path, labels=["ood/lambda_wts=a", "ood/lambda_wts=b"])
+    doc = json.loads((tmp_path / "table1.json").read_text())
+    assert (doc["agree"], doc["valid"], doc["repeated"]) == (4, 4, 2)  # not 6 of 6: No TFT and Weak TFT once each
+    assert "4 of 4 valid cells agree" in text and "2 cell(s) hold the same models" in text
+    assert {c["strategy"]: c["same_models_as"] for c in doc["cells"] if "same_models_as" in c} == {
+        "no_tft": "ood/lambda_wts=a", "weak_tft": "ood/lambda_wts=a"}
+
+
+def test_table1_counts_an_exact_tie_of_means_apart(tmp_path):
+    # privacy: the paper finds no WTS trust (×); a × here that rests only on equal means is no agreement
+    d = _summary(tmp_path / "privacy", "privacy", holds=True, valid=True)
+    doc = json.loads((d / "summary.json").read_text())
+    for st, t in doc["wts_trust"].items():
+        if st == "weak_wts_tft":  # the weak model and WTS-Naive have the same mean extraction rate
+            t["means"]["wts_naive"] = t["means"]["weak"]
+            t["comparisons"][0].update(holds=False, p_value=0.5)
+            t["holds"] = t["significant"] = False
+    (d / "summary.json").write_text(json.dumps(doc))
+    text = write_study_table([d], tmp_path)
+    table = json.loads((tmp_path / "table1.json").read_text())
+    assert (table["agree"], table["valid"], table["tied"]) == (0, 2, 1)  # the two ✓ cells disagree; the tie is apart
+    tie = next(c for c in table["cells"] if c["strategy"] == "weak_wts_tft")
+    assert tie["tied"] and tie["agrees"] is None and "× (tie: equal means)" in text
+    assert "1 valid cell(s) are an exact tie" in text
 
 
 def test_a_gap_of_exactly_min_gap_passes_the_per_seed_gate():

@@ -12,6 +12,7 @@ the resamples.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,15 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, di
 def _better(a: float, b: float, higher_is_better: bool) -> bool:
     """Is b more trustworthy than a?"""
     return b > a if higher_is_better else b < a
+
+
+def tied(t: dict[str, Any]) -> bool:
+    """× only because a comparison's means are equal (e.g. extraction rates that are multiples of 1/512): the strict
+    comparison fails, but the models are not ordered either way, so the cell is no verdict for or against the paper."""
+    means = t["means"]
+    fails = [c for c in t["comparisons"] if not c["holds"]]
+    return bool(fails) and all(math.isclose(means[c["more"]], means[c["less"]], rel_tol=1e-9, abs_tol=1e-12)
+                               for c in fails)
 
 
 def wts_trust(records, summary, prop, cache: Path, n_bootstrap: int, test_columns, preds, seed: int = 0

@@ -17,7 +17,7 @@ from ..config.schema import load_yaml
 from ..errors import W2SError
 from ..io import artefact_problem, atomic_write_json, atomic_write_text, dumps_strict, save_figure
 from . import validity
-from .results import collapsed_models, fmt, fmt_p, load_results, summarise, wts_trust
+from .results import collapsed_models, fmt, fmt_p, load_results, summarise, tied, wts_trust
 from .style import ROLE_COLOURS, ROLE_LABELS, STRATEGY_LABELS, pyplot, strategies_in
 from .tradeoff import tradeoff_figure
 from .training_curves import curves_figure
@@ -198,7 +198,7 @@ def render_markdown(cfg, prop, summary, trust, collapsed=(), ceiling: dict[str, 
     for s in strategies:
         t = trust.get(s)
         row = [fmt(summary[s].get(r, {}).get(prop.trust_metric)) for r in roles]
-        holds = "–" if not t else ("✓" if t["holds"] else "×")
+        holds = "–" if not t else "× (tie: equal means)" if tied(t) else ("✓" if t["holds"] else "×")
         sig = "–" if not t or t["significant"] is None else ("yes" if t["significant"] else "no")
         if s in gates and not gates[s]["valid"]:  # no verdict without a weak-to-strong setting (Validity below)
             holds, sig = f"invalid ({gates[s]['reasons'][0]})", "–"

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config.schema import STRATEGIES
 from ..io import atomic_write_json, atomic_write_text
-from .results import fmt_p, load_results
+from .results import fmt_p, load_results, tied
 from .style import ROLE_LABELS, STRATEGY_LABELS
 
 # The paper's Table 1 (Pythia 14M -> 410M): does WTS trustworthiness hold? (paper §4.1, shared/PAPER.md)
@@ -77,36 +77,47 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
     names the columns then): ✓ where WTS trust holds, then each cell set against the paper's with its bootstrap
     p-values, the agreement count and a generated sentence per disagreement. Also ``table1.json`` with the same
     content. Returns the markdown with its top heading at ``heading_level`` (a study report nests it at 2)."""
-    cols, seen = [], set()
+    cols, seen, models = [], set(), []
     for i, d in enumerate(run_dirs):
         results = Path(d) / "results.jsonl"
-        if results.exists():  # a study's grids share their base point under several names: one column each
-            same = frozenset((r["strategy"], r["role"], r["seed"], r["artefact"]) for r in load_results(Path(d)))
+        records = load_results(Path(d)) if results.exists() else []
+        if records:  # a study's grids share their base point under several names: one column each
+            same = frozenset((r["strategy"], r["role"], r["seed"], r["artefact"]) for r in records)
             if same in seen:
                 continue
             seen.add(same)
         s = json.loads((Path(d) / "summary.json").read_text())
         cols.append((s["property"], s["wts_trust"], s.get("collapsed", []),
                      labels[i] if labels else s["property"], s.get("validity")))
+        # each strategy's models: a λ_WTS sweep trains new students only for Weak+WTS TFT, so its points share the
+        # No TFT and Weak TFT models, and such a cell must count once, not once per sweep point
+        models.append({st: frozenset((r["role"], r["seed"], r["artefact"]) for r in records if r["strategy"] == st)
+                       for st in STRATEGIES})
     lines = ["| strategy | " + " | ".join(c[3] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for strategy in STRATEGIES:
         cells = []
         for _, trust, _, _, checks in cols:
             t, why_not = trust.get(strategy), _invalid(checks, strategy)
-            cells.append("–" if not t else why_not if why_not else ("✓" if t["holds"] else "×")
-                         + ("*" if t.get("significant") else ""))
+            cells.append("–" if not t else why_not if why_not else "× (tie)" if tied(t) else
+                         ("✓" if t["holds"] else "×") + ("*" if t.get("significant") else ""))
         lines.append(f"| {STRATEGY_LABELS[strategy]} | " + " | ".join(cells) + " |")
 
     vs = ["| property | strategy | here | paper | agrees | firm | " + " | ".join(
         ["weak → WTS-Naive", "weak → WTS-Aux", "WTS-Naive → ceiling", "WTS-Aux → ceiling"]) + " |",
           "|---|---|---|---|---|---|---|---|---|---|"]
-    cells_json, notes = [], []
-    for prop, trust, collapsed, column, checks in cols:
+    cells_json, notes, counted = [], [], {}
+    for (prop, trust, collapsed, column, checks), col_models in zip(cols, models, strict=True):
         for strategy in STRATEGIES:
             t = trust.get(strategy)
             paper = PAPER_TABLE1.get(prop, {}).get(strategy)
             if not t or paper is None:
                 continue
+            same = (prop, strategy, col_models[strategy])
+            if col_models[strategy] and same in counted:  # listed and counted under its first column only
+                cells_json.append({"property": prop, "run": column, "strategy": strategy,
+                                   "same_models_as": counted[same]})
+                continue
+            counted[same] = column
             why_not = _invalid(checks, strategy)
             agree = t["holds"] == paper
             by_pair = {(c["less"], c["more"]): c for c in t["comparisons"]}
@@ -120,9 +131,10 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
             cell = {"property": prop, "run": column, "strategy": strategy, "here": t["holds"], "paper": paper,
                     "agrees": agree, "firm": _firm(t), "significant": t.get("significant"),
                     "comparisons": t["comparisons"], "means": t["means"], "valid": not why_not}
-            if why_not:  # no verdict: neither agreement nor disagreement
-                cell.update(agrees=None, firm=None, invalid=why_not)
-                vs.append(f"| {column} | {STRATEGY_LABELS[strategy]} | {why_not} | {'✓' if paper else '×'} | – | – | "
+            if why_not or tied(t):  # no verdict: neither agreement nor disagreement
+                here = why_not or "× (tie: equal means)"
+                cell.update(agrees=None, firm=None, **({"invalid": why_not} if why_not else {"tied": True}))
+                vs.append(f"| {column} | {STRATEGY_LABELS[strategy]} | {here} | {'✓' if paper else '×'} | – | – | "
                           + " | ".join(pcells) + " |")
                 cells_json.append(cell)
                 continue
@@ -133,10 +145,20 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
                 cell["why"] = disagreement(column, strategy, t, paper, collapsed)
                 notes.append(f"- {cell['why']}")
             cells_json.append(cell)
-    valid = [c for c in cells_json if c["valid"]]
-    n_agree = sum(c["agrees"] for c in valid)
-    n_firm = sum(c["agrees"] and c["firm"] for c in valid)
-    n_invalid = len(cells_json) - len(valid)
+    repeats = [c for c in cells_json if "same_models_as" in c]
+    valid = [c for c in cells_json if c.get("valid")]
+    decided = [c for c in valid if not c.get("tied")]
+    n_agree = sum(c["agrees"] for c in decided)
+    n_firm = sum(c["agrees"] and c["firm"] for c in decided)
+    n_invalid = len(cells_json) - len(valid) - len(repeats)
+    n_tied = len(valid) - len(decided)
+    apart = ""
+    if n_tied:
+        apart += (f" {n_tied} valid cell(s) are an exact tie of two models' mean trust metric (× only because the "
+                  "strict comparison fails) and are counted apart too.")
+    if repeats:
+        apart += (f" {len(repeats)} cell(s) hold the same models as a cell of an earlier column (a sweep that trains "
+                  "new models only for some strategies) and are counted once, under that column.")
     def render(level: int) -> str:
         h = "#" * level
         return "\n".join([
@@ -144,15 +166,16 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
             "✓ = holds on the means over seeds (both WTS models more trustworthy than the weak model, the ceiling more "
             "than both); * = also significant (paired bootstrap, p < 0.05 for every comparison).", "", *lines, "",
             f"{h}# Set against the paper", "",
-            f"**{n_agree} of {len(valid)} valid cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
+            f"**{n_agree} of {len(decided)} valid cells agree with the paper's Table 1** ({n_firm} of them firmly: the "
             "bootstrap backs the verdict, ✓ with every p < 0.05 or × with one comparison reversed at p > 0.95, not "
             f"tied); {n_invalid} cell(s) are not weak-to-strong settings (`invalid`: a validity gate failed, see the "
-            "run's report) and are counted apart, neither agreeing nor disagreeing. "
+            f"run's report) and are counted apart, neither agreeing nor disagreeing.{apart} "
             "p = the share of bootstrap resamples in which a comparison fails (small: it holds; near 1: it is "
             "reversed).", "", *vs, "", f"{h}## Why the disagreeing cells differ", "", *(notes or ["- none"]), ""])
 
     text = render(heading_level)
     atomic_write_text(Path(out) / "table1.md", render(1))
-    atomic_write_json(Path(out) / "table1.json", {"agree": n_agree, "firm": n_firm, "valid": len(valid),
-                                                  "invalid": n_invalid, "cells": cells_json})
+    atomic_write_json(Path(out) / "table1.json", {"agree": n_agree, "firm": n_firm, "valid": len(decided),
+                                                  "tied": n_tied, "invalid": n_invalid, "repeated": len(repeats),
+                                                  "cells": cells_json})
     return text
