@@ -509,3 +509,30 @@ def test_report_refuses_a_config_that_does_not_match_the_cached_models(filled, c
     before = snapshot(run)
     line = run_bad(["report", str(run), "--cache", str(out / "cache")], filled, capsys, "does not describe the models")
     assert "n_test': 77" in line and snapshot(run) == before
+
+
+def test_report_refuses_data_files_changed_since_the_run(filled, capsys, tmp_path, data_dir):
+    """The report scores the cached predictions against the test rows read now: adult.test with two rows swapped
+    (same size, same name) would move every metric, gate and p-value without a word. Refused, nothing changed."""
+    out, _ = filled
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    for entry in Path(data_dir).iterdir():  # the same data, but for the Adult test file
+        if entry.name != "adult":
+            (data / entry.name).symlink_to(entry)
+    (data / "adult").mkdir()
+    for f in (Path(data_dir) / "adult").iterdir():
+        (data / "adult" / f.name).symlink_to(f)
+    test = data / "adult" / "adult.test"
+    lines = test.read_text().splitlines(keepends=True)
+    test.unlink()
+    lines[5], lines[6] = lines[6], lines[5]
+    test.write_text("".join(lines))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["data"]["data_dir"] = str(data)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = snapshot(run)
+    line = run_bad(["report", str(run), "--cache", str(out / "cache")], filled, capsys, "data files differ")
+    assert "adult/adult.test" in line and snapshot(run) == before

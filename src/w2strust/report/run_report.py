@@ -14,6 +14,7 @@ import numpy as np
 from .. import properties
 from ..config.build import build_config
 from ..config.schema import load_yaml
+from ..data.fingerprint import fingerprint
 from ..errors import W2SError
 from ..io import artefact_problem, atomic_write_json, atomic_write_text, dumps_strict, save_figure
 from . import validity
@@ -76,7 +77,7 @@ def run_cache(run_dir: Path) -> Path:
     return Path(run_dir) / "cache"
 
 
-def _check_config_matches(cfg, cfg_path: Path, cache: Path, records: list[dict[str, Any]], load_meta) -> None:
+def _check_config_matches(cfg, prop, cfg_path: Path, cache: Path, records: list[dict[str, Any]], load_meta) -> None:
     """The report rebuilds the test sets from config.yaml: its data settings must be those the run's models were
     trained and tested with (each stage's meta.json records them), or every metric would be computed against
     other rows. A truncated or edited config.yaml otherwise falls back to preset defaults without a word."""
@@ -90,6 +91,20 @@ def _check_config_matches(cfg, cfg_path: Path, cache: Path, records: list[dict[s
                            f"property {spec.get('property')}, data {spec.get('data')}, extra {spec.get('extra')}; "
                            f"the config gives {cfg.property}, {want}, {extra}. Restore the run's config.yaml (or "
                            f"rerun its command). Nothing in {cfg_path.parent} was changed")
+    # and the data files must hold what they held: the cached predictions are scored against the test rows read now
+    now = None
+    for artefact in dict.fromkeys(r["artefact"] for r in records):
+        then = (load_meta(artefact).get("spec") or {}).get("data_files")
+        if then is None:
+            continue  # a stage keyed before data files were
+        now = now if now is not None else fingerprint(prop.data_files(cfg), cfg.resolved_data_dir())
+        if then != now:
+            changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+            raise W2SError(f"the data files differ from those {artefact} was tested on ({', '.join(changed[:3])} in "
+                           f"{cfg.resolved_data_dir() or 'the download cache'}): its cached predictions would be "
+                           f"scored against other test rows. Restore the data the run used there (the folder is "
+                           f"config.yaml's data.data_dir, else $W2STRUST_DATA), or rerun the run's command (it "
+                           f"retrains on the data there now). Nothing in {cfg_path.parent} was changed")
 
 
 def _check_metrics_match(run_dir: Path, records: list[dict[str, Any]], load_meta) -> None:
@@ -103,6 +118,15 @@ def _check_metrics_match(run_dir: Path, records: list[dict[str, Any]], load_meta
         raise W2SError(f"{run_dir / 'results.jsonl'}: the metrics of {len(differ)} record(s) (e.g. {differ[0]}) differ "
                        f"from those cached with the model (the file was edited, or the cache is another run's); rerun "
                        f"the run's command, which rewrites it from the cache. Nothing in {run_dir} was changed")
+
+
+def forget_report(run_dir: Path) -> None:
+    """Remove what ``write_report`` writes, before new results replace the old: a report step that is killed or fails
+    must leave no summary (verdicts, gates) of the previous results beside the new ones (`w2strust report` rebuilds)."""
+    run_dir = Path(run_dir)
+    for path in [run_dir / n for n in ("summary.json", "report.md", "figure2.png", "training_curves.png")] + sorted(
+            run_dir.glob("figure2-*.png")):
+        path.unlink(missing_ok=True)
 
 
 def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
@@ -138,7 +162,7 @@ def write_report(run_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     def load_meta(artefact: str) -> dict[str, Any]:  # read once per report: the checks and the validity gates
         return json.loads((cache / artefact / "meta.json").read_text())
 
-    _check_config_matches(cfg, cfg_path, cache, records, load_meta)
+    _check_config_matches(cfg, prop, cfg_path, cache, records, load_meta)
     _check_metrics_match(run_dir, records, load_meta)
     summary = summarise(records)
 
