@@ -72,6 +72,19 @@ def test_second_run_trains_nothing_and_a_lost_stage_is_retrained(fair_run, tmp_p
     assert runner.trained == [victim.name]
 
 
+def test_new_results_leave_no_summary_of_the_old_ones_beside_them(fair_run, tmp_path):
+    # a rerun with other settings (all cached) that is stopped after results.jsonl, before its report is written:
+    # the old summary (three strategies' verdicts, gates) must not be read beside the new one-strategy results
+    out = tmp_path / "copy"
+    shutil.copytree(fair_run, out)
+    assert all((out / f).exists() for f in ("summary.json", "report.md", "figure2.png"))
+    Runner(build_config("fairness", "smoke", overrides={"strategies": ["no_tft"]}), out).run()
+    assert {json.loads(line)["strategy"] for line in (out / "results.jsonl").read_text().splitlines()} == {"no_tft"}
+    assert not any((out / f).exists() for f in ("summary.json", "report.md", "figure2.png"))
+    assert main(["report", str(out)]) == 0  # `w2strust report` writes them again, from these results
+    assert list(json.loads((out / "summary.json").read_text())["wts_trust"]) == ["no_tft"]
+
+
 @pytest.mark.slow
 def test_changing_a_wts_setting_reuses_weak_and_ceiling(fair_run, tmp_path):
     out = tmp_path / "copy"

@@ -26,7 +26,7 @@ from ..engine.scheduler import ExecutorOptions, Job, label, run_jobs
 from ..engine.stage import Stage
 from ..io import atomic_write_json, atomic_write_text, dumps_strict
 from ..properties.base import TrustProperty
-from ..report.run_report import write_report
+from ..report.run_report import forget_report, write_report
 from ..training.device import resolve_device
 from ..training.precision import for_task
 from . import tracking
@@ -289,6 +289,7 @@ def write_results(out: Path, cfg: ExperimentConfig, stubs: list[dict[str, Any]],
         for stale in ("ceiling.json", "ceiling-tradeoff.png"):
             (Path(out) / stale).unlink(missing_ok=True)
     records = [{**stub, "metrics": store.load_meta(stub["artefact"])["metrics"]} for stub in stubs]
+    forget_report(Path(out))
     atomic_write_text(Path(out) / "results.jsonl", "".join(dumps_strict(r) + "\n" for r in records))
     record_cache(Path(out), cache)
     if cfg.save_models:

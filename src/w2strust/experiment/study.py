@@ -251,7 +251,11 @@ def study_jobs(runs: list[StudyRun], threads: int | None = None):
     for r in tqdm(runs, desc="planning", unit="run", disable=len(runs) < 500, leave=False, dynamic_ncols=True):
         planned, stubs[r.dir] = plan_jobs(r.cfg, threads)
         for j in planned:
-            jobs.setdefault(j.key, j)
+            first = jobs.setdefault(j.key, j)
+            if first is not j:  # planned by several runs: it must leave what any of them reads (saved weights too)
+                first.needs = tuple(dict.fromkeys(first.needs + j.needs))
+                if j.cfg.save_models and not first.cfg.save_models:
+                    first.cfg = j.cfg  # the same stage either way; this config also keeps the model's weights
     return list(jobs.values()), stubs
 
 
@@ -267,6 +271,8 @@ def run_study(runs: list[StudyRun], out: Path, cache: Path, options, study_file:
         hint = other_threads_hint([r.cfg for r in runs], cache, options.stage_threads())
         if hint:
             print(hint, file=sys.stderr)
+    for name in ("table1.md", "table1.json", "report.md"):  # of the last results: rewritten from the new ones below
+        (out / name).unlink(missing_ok=True)
     try:
         trained = run_jobs(jobs, cache, options, log_path=out / "stages.log", desc="study")
     except BaseException:  # a stage failed, or Ctrl-C: the runs whose stages all trained still get their folders
