@@ -39,6 +39,22 @@ def test_precision_is_part_of_the_stage_key():
     assert keys["fp32"].isdisjoint(keys["bf16"])
 
 
+def test_an_fp32_stage_after_a_bf16_one_on_a_gpu_does_not_inherit_tf32(monkeypatch):
+    # the TF32 flags are process-global: a bf16 stage turned them on, and an fp32 stage run next in the same worker
+    # kept them, under a key that says fp32. Only flags are read (no GPU needed); torch.autocast itself is stubbed.
+    monkeypatch.setattr(torch, "autocast", lambda *a, **k: None)
+    matmul, was = torch.backends.cuda.matmul, torch.backends.cuda.matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        cuda = torch.device("cuda")
+        precision.autocast("bf16", cuda)
+        assert matmul.allow_tf32
+        precision.autocast("fp32", cuda)
+        assert not matmul.allow_tf32  # torch's default: as in a fresh worker
+    finally:
+        matmul.allow_tf32 = was
+
+
 def test_token_cache_pads_like_the_tokenizer():
     _, tok = build_classifier("tiny-bert", 2)
     texts = ["a short one", "a somewhat longer sentence than the first one", "mid length text"]

@@ -44,12 +44,14 @@ def resolve(name: str, device: torch.device) -> str:
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """Mixed-precision context for forward passes (a no-op for fp32)."""
+    if device.type == "cuda":
+        # TF32 for the fp32 matmuls autocast leaves in fp32 (and the optimizer's): free on Ampere+. The flags are
+        # global, so they are set for fp32 too (to torch's defaults): an fp32 stage after a bf16 one in the same worker
+        # must not run its matmuls in TF32 under a key that says fp32.
+        torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+        torch.backends.cudnn.allow_tf32 = True
     if precision == "fp32":
         return contextlib.nullcontext()
-    if device.type == "cuda":
-        # TF32 for the fp32 matmuls autocast leaves in fp32 (and the optimizer's): free on Ampere+.
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
