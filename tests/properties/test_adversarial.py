@@ -258,6 +258,15 @@ def test_the_surrogate_must_be_neither_the_weak_nor_the_strong_model():
         build_config("adversarial", "quick", overrides={"extra": {"neighbour_model": "minilm-l6"}})
 
 
+def test_one_nested_option_overrides_only_itself():
+    # extra.surrogate_train.lr alone replaced the whole mapping: the surrogate trained 1 epoch in batches of 16
+    # (TrainConfig's defaults), not the documented 2 epochs of 32, without a word
+    quick = build_config("adversarial", "quick", overrides={"extra": {"surrogate_train": {"lr": 3e-4}}})
+    assert quick.extra["surrogate_train"] == {"lr": 3e-4, "epochs": 2, "batch_size": 32, "max_length": 64}
+    smoke = build_config("adversarial", "smoke", overrides={"extra": {"surrogate_train": {"lr": 3e-4}}})
+    assert smoke.extra["surrogate_train"] == {"lr": 3e-4, "epochs": 1, "batch_size": 32, "max_length": 48}  # preset's
+
+
 def test_adversarial_smoke_run_end_to_end(adv_run):
     records = [json.loads(line) for line in (adv_run / "results.jsonl").read_text().splitlines()]
     assert len(records) == 12

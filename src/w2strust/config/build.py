@@ -57,7 +57,8 @@ def _typed_extra(given: dict[str, Any], defaults: dict[str, Any], what: str, whe
         default = defaults[k]
         if isinstance(default, dict):
             _require(isinstance(v, dict), f"config key '{where}{k}' is a section; give a mapping")
-            out[k] = _typed_extra(v, default, "option", f"{where}{k}.")
+            # the options not given keep their defaults: {lr: 3e-4} alone must not drop epochs, batch_size, ...
+            out[k] = {**default, **_typed_extra(v, default, "option", f"{where}{k}.")}
         else:
             out[k] = _coerce(v, default, f"{where}{k}")
     return out

@@ -123,7 +123,8 @@ def _apply(obj: Any, updates: dict[str, Any], where: str) -> None:
         elif key == "extra":
             if not isinstance(value, dict):
                 raise W2SError("config key 'extra' must be a mapping")
-            current.update(value)
+            for k, v in value.items():  # a nested option set is merged too: a preset's other values stay
+                current[k] = {**current[k], **v} if isinstance(v, dict) and isinstance(current.get(k), dict) else v
         else:
             setattr(obj, key, _coerce(value, current, f"{where}{key}", LIST_ELEMENTS.get(str(names[key].type))))
 
