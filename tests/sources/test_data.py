@@ -72,3 +72,21 @@ def test_sst2_phrases_from_the_hub_lose_glue_s_trailing_space_as_from_a_data_fol
     hub = load_sst2_phrases(None)
     assert hub["text"] == local["text"][:50] and hub["label"] == local["label"][:50]
     assert all(not t.endswith(" ") for t in hub["text"])
+
+
+def test_a_data_file_replaced_with_the_same_size_and_mtime_is_hashed_again(tmp_path):
+    # `cp -p`, `rsync -a` and `tar x` keep a file's size and mtime: a notebook's second run must still see new bytes
+    import os
+
+    from w2strust.data.fingerprint import file_hash
+
+    f = tmp_path / "adult.test"
+    f.write_text("a,b\n")
+    st = f.stat()
+    first = file_hash(f)
+    (tmp_path / "new").write_text("c,d\n")
+    os.replace(tmp_path / "new", f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    assert file_hash(f) != first
+

@@ -65,7 +65,8 @@ def _load_offline(data_dir: str) -> tuple[str, ...]:
     """The offline pool, read once per version of its two files (a file replaced in the same process, a notebook's
     second run, is read again: the stage keys of that run name the new file)."""
     raw_path, ham_path = locate(RAW, data_dir, None), locate(HAM, data_dir, None)
-    version = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (raw_path, ham_path))
+    version = tuple((st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)  # ino/ctime: `cp -p` keeps size, mtime
+                    for st in (raw_path.stat(), ham_path.stat()))
     return _read_offline(raw_path, ham_path, version)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .download import locate
 
-_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}
 # What a stage key records for a dataset read from the Hub (no data folder, no URL): its name there, not its bytes. The
 # record changes when a loader changes what it makes of that data, so stages of the old text are not reused.
 # 2: SST-2 phrases stripped of GLUE's trailing space, as they are from a data folder.
@@ -23,7 +23,8 @@ HUB_RECORD = "hub, loader 2"
 
 def file_hash(path: Path) -> str:
     st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    # inode and ctime too: `cp -p`, `rsync -a` and `tar x` replace a file keeping its size and mtime
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
     if memo not in _HASHES:
         h = hashlib.sha256()
         with open(path, "rb") as f:

@@ -192,8 +192,9 @@ def folder_sha256(path: str | Path) -> str:
     root = Path(path)
     files = sorted(p for p in root.rglob("*")
                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    stamp = (str(root.resolve()), tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                                        for p in files))
+    # inode and ctime too: `cp -p`, `rsync -a` and `tar x` replace a file keeping its size and mtime
+    stamp = (str(root.resolve()), tuple((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino,
+                                         st.st_ctime_ns) for p in files for st in (p.stat(),)))
     if stamp not in _HASHES:
         total = hashlib.sha256()
         for p in files:
