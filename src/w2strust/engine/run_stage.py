@@ -155,6 +155,8 @@ def _train_classifier(cfg: ExperimentConfig, prop: TrustProperty, stage: Stage, 
                       started: float):
     """Train and evaluate a classifier stage; return its meta.json content and the function writing its files."""
     splits, is_weak, name, tcfg = _setup(cfg, prop, stage)
+    if models.get_spec(name).source == "bundled":  # built here if missing (a fresh worker or Ray node): its conversion
+        models.model_path(name)  # draws from torch's RNG, which must not move the head's initialisation below
     torch.manual_seed(stage.seed)  # classifier-head initialisation
     # a Hub model: the commit its key names, whatever the Hub serves now
     model, tok = models.build_classifier(name, prop.num_labels, revision=models.planned_revision(stage.spec["model"]))
