@@ -241,3 +241,14 @@ def test_a_cache_filled_at_another_thread_count_is_pointed_out(tmp_path):
     assert other_threads_hint([cfg], cache, 1) is None
     text = api.study({"properties": ["fairness"], **TINY}, out=tmp_path / "s", cache=cache, threads=2, dry_run=True)
     assert "add --threads 1" in text.splitlines()[-1]
+
+
+def test_a_stage_planned_by_several_runs_keeps_what_any_of_them_needs():
+    # two points of a study that differ only in save_models plan the same stages (the key leaves it out): the one
+    # job per stage must keep the weights, or the save_models run links models/ to folders that do not exist
+    _, runs = load_study({"properties": ["fairness"], "preset": "smoke", "seeds": [0], "strategies": ["no_tft"],
+                          "sweeps": [{"save_models": [False, True]}]})
+    assert [r.cfg.save_models for r in runs] == [False, True]
+    jobs, _ = study_jobs(runs)
+    assert len(jobs) == 4 and all("model/config.json" in j.needs and j.cfg.save_models for j in jobs)
+
