@@ -164,3 +164,28 @@ def test_bundled_folder_from_other_package_versions_is_materialised_again(tmp_pa
     (folder / "w2strust.json").write_text(json.dumps({"packages": {p: "0.0.9" for p in pinned}}))
     models.model_path("minilm-l6")
     assert len(made) == 1
+
+
+def test_a_bundled_folder_edited_since_it_was_made_is_made_again(tmp_path, monkeypatch):
+    """A bundled model's stage keys name it, not its bytes: weights edited in the materialised folder would train
+    under the real weights' keys. The folder records its hash; a changed folder is rebuilt (or refused)."""
+    monkeypatch.setenv("W2STRUST_CACHE", str(tmp_path))
+    spec = models.get_spec("minilm-l6")
+    pinned = {p: models.bundled.PINNED_VERSIONS[p] for p in spec.packages}
+    folder = _bundled_folder(tmp_path, "minilm-l6", pinned)  # made before folders recorded their hash
+    made = []
+    monkeypatch.setitem(models.MODELS._entries, "minilm-l6", models.ModelSpec(
+        spec.name, spec.source, spec.arch, spec.params, packages=spec.packages,
+        materialise=lambda dest: made.append((dest / "config.json").write_text('{"rebuilt": 1}'))))
+    monkeypatch.setattr(models.resolve, "_installed_versions", lambda spec: dict(pinned))
+    models.model_path("minilm-l6")
+    assert not made and (folder / models.resolve.SHA_FILE).read_text() == models.resolve._made_sha(folder)
+    (folder / "config.json").write_text('{"edited": 12}')
+    assert models.model_path("minilm-l6") == str(folder) and len(made) == 1
+    assert json.loads((folder / "config.json").read_text()) == {"rebuilt": 1}
+    models.model_path("minilm-l6")
+    assert len(made) == 1  # as made: not rebuilt again
+    monkeypatch.setattr(models.resolve, "_installed_versions", lambda spec: None)  # no packages to rebuild it
+    (folder / "config.json").write_text('{"edited": 34}')
+    with pytest.raises(W2SError, match="was changed since it was made"):
+        models.model_path("minilm-l6")

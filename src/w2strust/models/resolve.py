@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import W2SError
+from ..io import atomic_write_text
 from .bundled import PINNED_VERSIONS
 from .specs import MODELS, ModelSpec, cache_root
 
@@ -186,12 +187,13 @@ def _first_line(e: BaseException) -> str:
 _HASHES: dict[tuple, str] = {}
 
 
-def folder_sha256(path: str | Path) -> str:
-    """SHA-256 over a folder's files (relative names and contents; hidden files skipped), cached per process
-    while no file's size or mtime changes: a moved folder keeps its hash, an edited weight file does not."""
+def folder_sha256(path: str | Path, skip: tuple[str, ...] = ()) -> str:
+    """SHA-256 over a folder's files (relative names and contents; hidden files and the names in ``skip`` left out),
+    cached per process while no file changes: a moved folder keeps its hash, an edited weight file does not."""
     root = Path(path)
     files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                   and p.relative_to(root).as_posix() not in skip)
     # inode and ctime too: `cp -p`, `rsync -a` and `tar x` replace a file keeping its size and mtime
     stamp = (str(root.resolve()), tuple((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns, st.st_ino,
                                          st.st_ctime_ns) for p in files for st in (p.stat(),)))
@@ -247,6 +249,37 @@ def _from_other_versions(spec: ModelSpec, folder: Path) -> bool:
     written before folders recorded them): its weights are not the installed packages'. False without the packages."""
     installed = _installed_versions(spec)
     return installed is not None and _recorded_versions(folder) != installed
+
+
+SHA_FILE = ".w2strust-sha256"  # a materialised folder's content hash, written when it was made
+
+
+def _made_sha(folder: Path) -> str:
+    """The content hash of what was materialised: every file but the record of where it came from (w2strust.json,
+    which `_from_other_versions` reads, and which a machine without the packages may be given apart)."""
+    return folder_sha256(folder, skip=("w2strust.json",))
+
+
+def _edited(spec: ModelSpec, folder: Path) -> bool:
+    """Were the weights of a materialised bundled ``folder`` changed since it was made? Its stage keys name the model
+    (``stage_id``), not its bytes, so edited weights would be trained under the keys of the real ones. True where
+    the packages can rebuild it; without them, an error. A folder made before folders recorded their hash records
+    it now (hashed once per process while no file changes)."""
+    if not (folder / "config.json").exists():
+        return False
+    now = _made_sha(folder)
+    try:
+        made = (folder / SHA_FILE).read_text().strip()
+    except OSError:
+        atomic_write_text(folder / SHA_FILE, now)  # workers starting together write the same text
+        return False
+    if made == now:
+        return False
+    if _installed_versions(spec) is None:
+        raise W2SError(f"the materialised model folder {folder} was changed since it was made (its files no longer "
+                       f"hash to {made[:12]}): delete it and install the packages that rebuild it "
+                       f"(bash scripts/setup.sh), or copy it again from the machine that made it")
+    return True
 
 
 def _recorded_versions(folder: Path) -> dict[str, str] | None:
@@ -378,8 +411,9 @@ def model_path(name: str) -> str:
         return spec.hub_id
     if spec.source == "bundled":
         dest = cache_root() / "models" / name
-        # rebuilt from the installed packages where it was made from others; without the packages, used as it is
-        if _from_other_versions(spec, dest) or not (dest / "config.json").exists():
+        # rebuilt from the installed packages where it was made from others (or edited since); without the packages,
+        # used as it is, unless edited
+        if _from_other_versions(spec, dest) or not (dest / "config.json").exists() or _edited(spec, dest):
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
             try:
@@ -388,6 +422,7 @@ def model_path(name: str) -> str:
                 spec.materialise(tmp)  # type: ignore[misc]
                 (tmp / "w2strust.json").write_text(json.dumps({"name": name, "licence": spec.licence,
                                                                "packages": bundled_versions(name)}))
+                (tmp / SHA_FILE).write_text(_made_sha(tmp))  # hidden: not part of the hash it records
                 if dest.exists():
                     shutil.rmtree(dest)
                 os.replace(tmp, dest)  # atomic: a killed materialisation leaves no half folder
