@@ -309,6 +309,7 @@ def test_the_generated_set_is_built_once_when_several_stages_ask_at_once(tmp_pat
     settings = {k: 0 for k in ("surrogate", "surrogate_train", "n_surrogate", "n_attack", "methods", "max_frac",
                                "max_words", "char_candidates", "neighbour_model", "neighbours", "min_similarity",
                                "attack_seed")}
+    settings.update(surrogate="minilm-l3", neighbour_model="minilm-l3")  # named in the set's built_from.json
     out = []
     threads = [threading.Thread(target=lambda: out.append(adversarial_data.generated_sst2(data_dir, settings)))
                for _ in range(3)]
@@ -398,6 +399,7 @@ def test_a_cached_set_built_from_other_sst2_data_is_not_taken_for_this_data(tmp_
     settings = {k: 0 for k in ("surrogate", "surrogate_train", "n_surrogate", "n_attack", "methods", "max_frac",
                                "max_words", "char_candidates", "neighbour_model", "neighbours", "min_similarity",
                                "attack_seed")}
+    settings.update(surrogate="minilm-l3", neighbour_model="minilm-l3")  # named in the set's built_from.json
     monkeypatch.setattr(adversarial_data, "cache_root", lambda: tmp_path)
 
     def fake_generate(rows):
@@ -433,6 +435,34 @@ def test_a_cached_set_built_from_other_sst2_data_is_not_taken_for_this_data(tmp_
     out = run_attacks(["a good movie", "bad"], [1, 0], toy_score, {"charbug": char_candidates}, 0, chunk=1,
                       progress=False, store=store)
     assert [r.text for r in out] == ["a good movie", "bad"]
+
+
+def test_a_cached_set_built_from_another_polarity_file_or_model_is_not_reused(tmp_path, monkeypatch, data_dir):
+    """wordsub's word polarities come from GLUE SST-2's phrases, and the surrogate may be a local folder: neither is
+    in the set folder's key, so a set made from an older file or model was reused. The set records them now."""
+    from w2strust.properties import adversarial_data
+
+    settings = {k: 0 for k in ("surrogate_train", "n_surrogate", "n_attack", "methods", "max_frac", "max_words",
+                               "char_candidates", "neighbours", "min_similarity", "attack_seed")}
+    settings.update(surrogate="minilm-l3", neighbour_model="minilm-l3")
+    monkeypatch.setattr(adversarial_data, "cache_root", lambda: tmp_path)
+    row = {"text": adversarial_data.load_sst2_sentences(data_dir)[3]["text"], "text_adv": "x", "method": "charbug",
+           "label": adversarial_data.load_sst2_sentences(data_dir)[3]["label"], "task": "sst2", "source": 3,
+           "words_changed": 1, "status": "success"}
+
+    def generate(data_dir, spec, folder, device):  # a set made before sets recorded what they were built from
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "triplets.jsonl").write_text(json.dumps(row) + "\n")
+        (folder / "stats.json").write_text("{}")
+
+    monkeypatch.setattr(adversarial_data, "_generate", generate)
+    adversarial_data.generated_sst2(data_dir, settings)
+    recorded = json.loads(next(tmp_path.glob("data/adv-sst2-*/built_from.json")).read_text())
+    assert recorded["surrogate"] == "minilm-l3" and "sst2/glue/train.tsv" in recorded["polarity"]
+    adversarial_data.generated_sst2(data_dir, settings)  # the same data and models: reused
+    monkeypatch.setattr(adversarial_data, "fingerprint", lambda files, d: {"sst2/glue/train.tsv": {"sha256": "new"}})
+    with pytest.raises(W2SError, match="built from another polarity than this run's.*delete that folder"):
+        adversarial_data.generated_sst2(data_dir, settings)
 
 
 def test_a_set_built_on_an_accelerator_has_its_own_folder(monkeypatch):

@@ -29,6 +29,7 @@ from filelock import FileLock
 
 from .. import models
 from ..config.schema import TrainConfig
+from ..data.fingerprint import fingerprint
 from ..data.sst2 import load_sst2_phrases, load_sst2_sentences
 from ..errors import W2SError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, content_key
@@ -142,10 +143,38 @@ def generated_sst2(data_dir: str | None, settings: dict[str, Any],
     stats = json.loads((folder / "stats.json").read_text())
     rows = [json.loads(line) for line in (folder / "triplets.jsonl").read_text().splitlines() if line.strip()]
     check_sources(rows, load_sst2_sentences(data_dir), folder)
+    check_built_from(folder, built_from(data_dir, spec))
     if not any(r["status"] == "success" for r in rows):
         raise W2SError(f"the attack produced no adversarial example ({stats}); "
                        f"raise extra.n_attack or the edit budget")
     return Dataset.from_list(rows), stats
+
+
+BUILT_FROM = "built_from.json"
+
+
+def built_from(data_dir: str | None, spec: dict[str, Any]) -> dict[str, Any]:
+    """What a set depends on beyond its settings (its folder's key) and its sentences (``check_sources``): the word
+    polarities of wordsub (GLUE SST-2's phrases) and the models' identities (a local folder's content hash, a Hub
+    model's commit), so a set of a changed file or model is not reused under the old one's folder."""
+    return {"polarity": fingerprint([("sst2/glue/train.tsv", None, True)], data_dir),
+            "surrogate": models.stage_id(spec["surrogate"]),
+            "neighbour_model": models.stage_id(spec["neighbour_model"])}
+
+
+def check_built_from(folder: Path, now: dict[str, Any]) -> None:
+    """Refuse a cached set built from other polarity data or models than ``now``; a set built before sets recorded
+    this records it at its first use (it was checked against its sentences above)."""
+    path = folder / BUILT_FROM
+    if not path.exists():
+        atomic_write_json(path, now)
+        return
+    then = json.loads(path.read_text())
+    changed = [k for k in now if then.get(k) != now[k]]
+    if changed:
+        raise W2SError(f"the cached adversarial set {folder} was built from another {' and '.join(changed)} than this "
+                       f"run's (the data file or model changed since); delete that folder to build the set from "
+                       f"these")
 
 
 def check_sources(rows: list[dict[str, Any]], sentences: Dataset, folder: Path) -> None:
@@ -222,6 +251,7 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
             "mean_words_changed": float(np.mean([len(r.changed) for r in ok])) if ok else 0.0,
             "mean_queries": float(np.mean([r.queries for r in rs])) if rs else 0.0}
     stats["success_rate"] = n_success / max(1, sum(v["attacked"] for v in stats["per_method"].values()))
+    atomic_write_json(folder / BUILT_FROM, built_from(data_dir, spec))
     atomic_write_text(folder / "triplets.jsonl", "".join(json.dumps(t) + "\n" for t in triplets))
     atomic_write_json(folder / "stats.json", stats)
     progress.remove()
