@@ -89,6 +89,11 @@ def test_a_saved_config_is_rebuilt_on_its_own_preset_not_under_quick(tmp_path):
     with pytest.raises(W2SError, match="made with preset 'smoke'.*--preset smoke"):
         w2strust.configure("privacy", "quick", config_file=path)
     assert cli._preset(argparse.Namespace(preset=None, config=None)) == "quick"
+    # a file made without a preset: the advice was "give --preset custom", which is no preset
+    (tmp_path / "custom.yaml").write_text("preset: custom\nseeds: [3]\n")
+    with pytest.raises(W2SError, match=r"made with preset 'custom'.*give no preset \(Python: preset=None\)"):
+        w2strust.configure("fairness", "quick", config_file=tmp_path / "custom.yaml")
+    assert w2strust.configure("fairness", None, config_file=tmp_path / "custom.yaml").seeds == [3]
 
 
 @pytest.mark.parametrize("override, needle", [("preset=smoke", "'preset' cannot be overridden"),

@@ -140,9 +140,12 @@ def build_config(prop: str, preset: str | None = None, yaml_path: str | None = N
         if data.get("property", prop) != prop:
             raise W2SError(f"config file {yaml_path} is for property '{data['property']}', not '{prop}'")
         if preset and data.get("preset", preset) != preset:  # a run's config.yaml names the preset it was built on
+            # "custom": made without a preset; it is applied on the defaults alone (the CLI does so unasked)
+            fix = "give no preset (Python: preset=None)" if data["preset"] == "custom" else \
+                f"give --preset {data['preset']} (Python: preset={data['preset']!r})"
             raise W2SError(f"config file {yaml_path} was made with preset '{data['preset']}', but preset "
                            f"'{cfg.preset}' is applied under it: what the file does not set (extra options among "
-                           f"them) would keep that preset's values; give --preset {data['preset']}")
+                           f"them) would keep that preset's values; {fix}")
         _apply(cfg, data, "")
     if overrides:  # with no preset applied (a whole resolved config given as overrides), `preset` is its label
         for key, applied in (("property", prop), ("preset", preset)):
