@@ -31,3 +31,20 @@ def test_eval_batch_size_is_a_setting_of_privacy_runs_only():
 
     assert varied_keys([run("privacy", 16), run("privacy", 5)]) == ["eval_batch_size"]
     assert varied_keys([run("fairness", 16), run("fairness", 5)]) == []
+
+
+def test_folders_at_one_setting_with_other_models_are_refused_not_pooled(tmp_path):
+    """Device and data folder are not settings (a curve pools folders that differ only in them), but a CPU and a GPU
+    run of one point hold different models of the same seed: one of them was dropped without a word."""
+    import pytest
+
+    from w2strust.errors import W2SError
+    from w2strust.report.sensitivity import curve_points
+
+    def run(name, artefact):
+        recs = [{"strategy": "no_tft", "role": "weak", "seed": 0, "artefact": artefact, "metrics": {"dpd": 0.1}}]
+        return {"dir": tmp_path / name, "flat": {"lambda_wts": 1.0}, "records": recs}
+
+    assert len(curve_points([run("a", "weak-1"), run("b", "weak-1")], "lambda_wts")) == 1  # a shared base point
+    with pytest.raises(W2SError, match="both hold no_tft / weak / seed 0 at lambda_wts = 1.0, from different models"):
+        curve_points([run("cpu", "weak-1"), run("gpu", "weak-2")], "lambda_wts")

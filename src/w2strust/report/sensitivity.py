@@ -113,7 +113,11 @@ def curve_points(runs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         # share their base point under several names), so a seed must not be counted twice.
         seen = groups.setdefault(json.dumps(r["flat"].get(key)), {})
         for rec in r["records"]:
-            seen.setdefault((rec["strategy"], rec["role"], rec["seed"]), rec)
+            first = seen.setdefault((rec["strategy"], rec["role"], rec["seed"]), {**rec, "dir": r["dir"]})
+            if first.get("artefact") != rec.get("artefact"):  # not the same model: one of the two would be dropped
+                raise W2SError(f"{first['dir']} and {r['dir']} both hold {rec['strategy']} / {rec['role']} / seed "
+                               f"{rec['seed']} at {key} = {r['flat'].get(key)}, from different models (another "
+                               f"device or data folder?): pass only one of them")
     points = []
     for raw, by_seed in groups.items():
         records = list(by_seed.values())
