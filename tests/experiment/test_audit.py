@@ -217,3 +217,21 @@ def test_saved_model_paths_are_those_of_this_run_only(tmp_path):
     assert not (tmp_path / "run" / "models" / "no_tft" / "wts_naive" / "seed1").exists()
     assert (tmp_path / "run" / "models" / "no_tft" / "wts_naive" / "seed0").exists()
     assert (tmp_path / "cache" / "wts-b" / "model").is_dir()  # only the path went, not the weights
+
+
+def test_stages_cached_by_other_package_versions_are_pointed_out(smoke_run, tmp_path, capsys):
+    """Stage keys leave package versions out (an upgrade would retrain everything); a reused stage of another torch is
+    said, once, with the versions, so a last-digit difference from a fresh run has its explanation."""
+    import shutil
+
+    copy = shutil.copytree(smoke_run("fairness", "--strategies", "no_tft"), tmp_path / "copy")
+    capsys.readouterr()
+    assert main(["run", "fairness", "--preset", "smoke", "--strategies", "no_tft", "--out", str(copy)]) == 0
+    assert "other package versions" not in capsys.readouterr().err  # the same versions: nothing to say
+    meta_path = sorted((copy / "cache").glob("weak-*/meta.json"))[0]
+    meta = json.loads(meta_path.read_text())
+    meta["audit"]["versions"]["torch"] = "1.13.1"
+    meta_path.write_text(json.dumps(meta))
+    assert main(["run", "fairness", "--preset", "smoke", "--strategies", "no_tft", "--out", str(copy)]) == 0
+    err = capsys.readouterr().err
+    assert "1 cached stage(s) were trained with other package versions: torch 1.13.1 (now " in err

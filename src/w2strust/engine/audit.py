@@ -10,6 +10,7 @@ import importlib.metadata as md
 import platform
 import subprocess
 import time
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,25 @@ def collect(device: torch.device, model: torch.nn.Module, provenance: dict[str, 
         "model": provenance,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
     }
+
+
+# The packages whose version can change a stage's numbers (numerics, training loop, data): not in the stage keys,
+# which would make every upgrade retrain everything, but a reused stage of another version is pointed out.
+NUMERIC_PACKAGES = ("torch", "transformers", "peft", "opacus", "datasets", "numpy")
+
+
+def version_drift(audits: Iterable[dict[str, Any]]) -> str | None:
+    """One line for cached stages made with other versions of NUMERIC_PACKAGES than the installed ones, or None."""
+    now, differ, n = package_versions(), {}, 0
+    for a in audits:
+        then = (a or {}).get("versions") or {}
+        changed = {p: then[p] for p in NUMERIC_PACKAGES if p in then and then[p] != now.get(p)}
+        n += bool(changed)
+        for p, v in changed.items():
+            differ.setdefault(p, set()).add(v)
+    if not n:
+        return None
+    what = ", ".join(f"{p} {'/'.join(sorted(v))} (now {now.get(p)})" for p, v in sorted(differ.items()))
+    return (f"w2strust: {n} cached stage(s) were trained with other package versions: {what}. Stage keys leave "
+            "versions out, so they are reused; a fresh run may differ in the last digits. To retrain them with these "
+            "versions, use another --cache")

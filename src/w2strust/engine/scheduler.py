@@ -25,6 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import W2SError, raise_if_interrupted
+from .audit import version_drift
 from .cache import StageCache
 from .main_guard import require_main_guard
 from .ray_connect import connect
@@ -121,6 +122,8 @@ def run_jobs(jobs: Iterable[Job], cache_root: Path, options: ExecutorOptions | N
                        f"check the plan and its time with --dry-run, then run again with --yes")
     for k in done:
         log.write("cached", by_key[k])
+    if drift := version_drift(cache.load_meta(by_key[k].stage.dirname).get("audit") for k in done):
+        print(drift, file=sys.stderr)
     attempts: dict[str, int] = {}  # deaths charged to a stage (its own worker died)
     starts: dict[str, int] = {}
     isolate: set[str] = set()  # ended with others by a broken pool: rerun alone, to tell which one dies
