@@ -163,8 +163,9 @@ def built_from(data_dir: str | None, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_built_from(folder: Path, now: dict[str, Any]) -> None:
-    """Refuse a cached set built from other polarity data or models than ``now``; a set built before sets recorded
-    this records it at its first use (it was checked against its sentences above)."""
+    """Refuse a cached set built from other polarity data or models than ``now``. A set records ``now`` at its first
+    use, right after its build (``generated_sst2``); a set built before sets recorded this records it then too (it
+    was checked against its sentences above)."""
     path = folder / BUILT_FROM
     if not path.exists():
         atomic_write_json(path, now)
@@ -251,7 +252,6 @@ def _generate(data_dir: str | None, spec: dict[str, Any], folder: Path, device: 
             "mean_words_changed": float(np.mean([len(r.changed) for r in ok])) if ok else 0.0,
             "mean_queries": float(np.mean([r.queries for r in rs])) if rs else 0.0}
     stats["success_rate"] = n_success / max(1, sum(v["attacked"] for v in stats["per_method"].values()))
-    atomic_write_json(folder / BUILT_FROM, built_from(data_dir, spec))
     atomic_write_text(folder / "triplets.jsonl", "".join(json.dumps(t) + "\n" for t in triplets))
     atomic_write_json(folder / "stats.json", stats)
     progress.remove()

@@ -81,18 +81,19 @@ def write_study_table(run_dirs: list[Path], out: Path, labels: list[str] | None 
     for i, d in enumerate(run_dirs):
         results = Path(d) / "results.jsonl"
         records = load_results(Path(d)) if results.exists() else []
+        # each strategy's models: a λ_WTS sweep trains new students only for Weak+WTS TFT, so its points share the
+        # No TFT and Weak TFT models, and such a cell must count once, not once per sweep point
+        col_models = {st: frozenset((r["role"], r["seed"], r["artefact"]) for r in records if r["strategy"] == st)
+                      for st in STRATEGIES}
         if records:  # a study's grids share their base point under several names: one column each
-            same = frozenset((r["strategy"], r["role"], r["seed"], r["artefact"]) for r in records)
+            same = frozenset(col_models.items())
             if same in seen:
                 continue
             seen.add(same)
         s = json.loads((Path(d) / "summary.json").read_text())
         cols.append((s["property"], s["wts_trust"], s.get("collapsed", []),
                      labels[i] if labels else s["property"], s.get("validity")))
-        # each strategy's models: a λ_WTS sweep trains new students only for Weak+WTS TFT, so its points share the
-        # No TFT and Weak TFT models, and such a cell must count once, not once per sweep point
-        models.append({st: frozenset((r["role"], r["seed"], r["artefact"]) for r in records if r["strategy"] == st)
-                       for st in STRATEGIES})
+        models.append(col_models)
     lines = ["| strategy | " + " | ".join(c[3] for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for strategy in STRATEGIES:
         cells = []
